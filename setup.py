@@ -1,0 +1,51 @@
+"""Install script for the adarl / ssm / flowrl research codebase.
+
+Version bounds are the ranges this repository was tested with (see README, "Tested with").
+
+* JAX is held below 0.11: the selective-scan Pallas kernel (``ssm/pallas_scan.py``) lowers
+  through the Pallas Triton backend, which JAX deprecates from 0.11 on. JAX 0.10 removed
+  ``jax.device_put_replicated``, which brax 0.14's training agents still call; we never call
+  brax's trainers on the library path, and ``benchmarks/sac.py`` carries a small shim for it.
+* MuJoCo / MJX / Playground are tested at mujoco 4.0, mujoco-mjx 3.17 and playground 0.2.
+"""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.10,<0.11",
+    "jaxlib>=0.10,<0.11",
+    "flax>=0.12,<0.13",
+    "optax>=0.2.8,<0.3",
+    "chex>=0.1.90,<0.2",
+    "brax>=0.14,<0.15",
+    "mujoco>=3.3,<5",
+    "mujoco-mjx>=3.3,<4",
+    "playground>=0.2,<0.3",
+    "orbax-checkpoint>=0.12,<0.13",
+    "ml-collections>=1.1,<2",
+    "absl-py>=2.1",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+    "tensorboardX>=2.6",
+    "numpy>=1.26",
+    "scipy>=1.12",
+    "evosax>=0.2,<0.4",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8", "ruff>=0.6"],
+    "notebooks": ["jupyter", "jupytext>=1.16", "ipywidgets"],
+    # CUDA 12 wheels of jaxlib, matched to the JAX bound above.
+    "gpu": ["jax[cuda12]>=0.10,<0.11"],
+}
+
+setup(
+    name="adarl-ssm-flowrl",
+    version="0.1.0",
+    description="AdaRL (adaptive low-rank robust RL), selective-scan SSMs and FlowRL in JAX",
+    python_requires=">=3.10",
+    packages=find_packages(include=["adarl*", "ssm*", "flowrl*", "experiments*", "benchmarks*"]),
+    package_data={"adarl": ["assets/*.xml"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
