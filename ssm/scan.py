@@ -132,8 +132,9 @@ def validate_scan_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> 
 
 def _check_flag(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a Python bool (it changes the traced program), got "
-                         f"{value!r}")
+        raise ValueError(
+            f"{name} must be a Python bool (it changes the traced program), got {value!r}"
+        )
 
 
 def softplus(x: Array) -> Array:
@@ -194,8 +195,8 @@ def epilogue(y: Array, u: Array, D: Array | None, z: Array | None, out_dtype) ->
 
 # --------------------------------------------------------------------------------------------
 # Back-ends. Uniform signature:
-#   fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, interpret)
-#     -> (y [b, L, D] in u.dtype, last_state f32[b, D, N])
+#   fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, interpret, *,
+#      initial_state=None) -> (y [b, L, D] in u.dtype, last_state f32[b, D, N])
 # B and C arrive grouped, [b, L, G, N].
 # --------------------------------------------------------------------------------------------
 
@@ -232,8 +233,19 @@ def get_backend(method: str) -> ScanFn:
 
 @register_backend("ref")
 def selective_scan_ref(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, chunk_size=64,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    chunk_size=64,
     interpret=None,
+    *,
+    initial_state=None,
 ):
     """Sequential reference: ``lax.scan`` over time carrying f32[b, D, N] (SSM.md §5.1)."""
     del chunk_size, interpret
@@ -246,13 +258,19 @@ def selective_scan_ref(
 
     def step(h, xs):
         u_t, dt_t, B_t, C_t = xs
-        return ssm_step(h, u_t, dt_t, A32, expand_groups(B_t, d_inner),
-                        expand_groups(C_t, d_inner))
+        return ssm_step(h, u_t, dt_t, A32, expand_groups(B_t, d_inner), expand_groups(C_t, d_inner))
 
     time_major = lambda x: jnp.moveaxis(x, 1, 0)
-    h0 = jnp.zeros((u.shape[0], d_inner, A.shape[1]), jnp.float32)
+    h0 = initial_h(initial_state, u.shape[0], d_inner, A.shape[1])
     h_last, ys = lax.scan(step, h0, tuple(map(time_major, (u32, dt, Bx, Cx))))
     return epilogue(jnp.moveaxis(ys, 0, 1), u, D, z, u.dtype), h_last
+
+
+def initial_h(initial_state, batch, d_inner, d_state):
+    """f32[b, D, N] starting state: zeros (upstream) or the given ``initial_state``."""
+    if initial_state is None:
+        return jnp.zeros((batch, d_inner, d_state), jnp.float32)
+    return initial_state.astype(jnp.float32)
 
 
 def _combine(left, right):
@@ -272,8 +290,19 @@ def _discretise(u32, dt, A32, Bx, d_inner):
 
 @register_backend("associative")
 def selective_scan_associative(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, chunk_size=64,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    chunk_size=64,
     interpret=None,
+    *,
+    initial_state=None,
 ):
     """``lax.associative_scan`` over the whole length (SSM.md §5.1 ``assoc``)."""
     del chunk_size, interpret
@@ -282,6 +311,8 @@ def selective_scan_associative(
     Bx = as_grouped(B).astype(jnp.float32)
     Cx = as_grouped(C).astype(jnp.float32)
     dA, dBu = _discretise(u.astype(jnp.float32), dt, A.astype(jnp.float32), Bx, d_inner)
+    if initial_state is not None:  # h_0 = A_bar_0 h_init + B_bar_0 u_0
+        dBu = dBu.at[:, 0].add(dA[:, 0] * initial_state.astype(jnp.float32))
     _, h = lax.associative_scan(_combine, (dA, dBu), axis=1)
     y = jnp.sum(h * expand_groups(Cx, d_inner), axis=-1)
     return epilogue(y, u, D, z, u.dtype), h[:, -1]
@@ -289,8 +320,19 @@ def selective_scan_associative(
 
 @register_backend("chunked")
 def selective_scan_chunked(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, chunk_size=64,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    chunk_size=64,
     interpret=None,
+    *,
+    initial_state=None,
 ):
     """Two-level scan: ``lax.scan`` over ``ceil(L / chunk_size)`` chunks carrying h, and an
     associative scan inside each chunk started from the carried h (SSM.md §5.1 ``chunked``;
@@ -326,7 +368,7 @@ def selective_scan_chunked(
         y = jnp.sum(hs * expand_groups(C_c, d_inner), axis=-1)
         return hs[:, -1], y
 
-    h0 = jnp.zeros((batch, d_inner, A.shape[1]), jnp.float32)
+    h0 = initial_h(initial_state, batch, d_inner, A.shape[1])
     h_last, ys = lax.scan(body, h0, tuple(map(chunks, (u32, dt, Bx, Cx))))
     y = jnp.moveaxis(ys, 0, 1).reshape(batch, n_chunks * T, d_inner)[:, :length]
     return epilogue(y, u, D, z, u.dtype), h_last
@@ -362,6 +404,7 @@ def selective_scan(
     method: str = "ref",
     chunk_size: int = 64,
     interpret: bool | None = None,
+    initial_state: Array | None = None,
 ):
     r"""Selective scan ``y = SSM(A, B, C, \Delta)(u)`` of Mamba (arXiv 2312.00752, Alg. 2).
 
@@ -381,6 +424,9 @@ def selective_scan(
       chunk_size: time steps per chunk for "chunked" (and the Pallas backward, which recomputes
         through "chunked").
       interpret: Pallas only; ``None`` means interpret mode iff the default backend is the CPU.
+      initial_state: optional f32[batch, d_inner, d_state] state h_{-1} (upstream starts from
+        zero and has no such argument; SSM.md §5.1 asks for an optional h0). Splitting a sequence
+        and passing the first part's last state gives the same result as one scan.
 
     Returns:
       y: [batch, length, d_inner] in ``u.dtype``; and, when ``return_last_state``,
@@ -391,12 +437,32 @@ def selective_scan(
         expected shape), or non-bool flags / non-positive ``chunk_size``.
     """
     fn = get_backend(method)
-    validate_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    dims = validate_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if initial_state is not None:
+        _check_array(
+            "initial_state",
+            initial_state,
+            (dims.batch, dims.d_inner, dims.d_state),
+            "(batch, d_inner, d_state)",
+        )
     _check_flag("delta_softplus", delta_softplus)
     _check_flag("return_last_state", return_last_state)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    y, last = fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, interpret)
+    y, last = fn(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        delta_bias,
+        delta_softplus,
+        chunk_size,
+        interpret,
+        initial_state=initial_state,
+    )
     return (y, last) if return_last_state else y
 
 
@@ -453,13 +519,21 @@ def selective_state_update(
     dt32 = prepare_delta(dt, dt_bias, dt_softplus)
     Bx = expand_groups(B.reshape(batch, gb, d_state).astype(jnp.float32), d_inner)
     Cx = expand_groups(C.reshape(batch, gc, d_state).astype(jnp.float32), d_inner)
-    h, y = ssm_step(state.astype(jnp.float32), x.astype(jnp.float32), dt32,
-                    A.astype(jnp.float32), Bx, Cx)
+    h, y = ssm_step(
+        state.astype(jnp.float32), x.astype(jnp.float32), dt32, A.astype(jnp.float32), Bx, Cx
+    )
     return epilogue(y, x, D, z, x.dtype), h
 
 
-def min_bytes(batch: int, length: int, d_inner: int, d_state: int, itemsize: int,
-              gated: bool = False, backward: bool = False) -> int:
+def min_bytes(
+    batch: int,
+    length: int,
+    d_inner: int,
+    d_state: int,
+    itemsize: int,
+    gated: bool = False,
+    backward: bool = False,
+) -> int:
     """Minimum HBM bytes a fused kernel must move (SSM.md §6).
 
     Forward: read u, delta (and z), B, C; write y: ``s b L (3D + 2N)``, or ``s b L (5D + 2N)``
@@ -487,4 +561,3 @@ __all__ = [
     "selective_state_update",
     "validate_scan_inputs",
 ]
-
