@@ -347,8 +347,11 @@ def run_experiment(
       The summary dict (also written to ``summary.json``); ``{"interrupted": True, ...}`` if
       stopped by ``stop_after``.
     """
+    from absl import logging as absl_logging
     from tqdm.auto import tqdm
 
+    # Orbax logs every save at INFO through absl; keep the console for the progress bar.
+    absl_logging.set_verbosity(absl_logging.WARNING)
     if num_updates < 1:
         raise ConfigError(f"num_updates={num_updates} must be >= 1")
     if checkpoint_every < 1:
