@@ -1,0 +1,196 @@
+"""Configs for ``python -m experiments.ssm`` (synthetic tasks, SSM.md §8).
+
+Presets (``--config experiments/configs/ssm.py:<preset>``):
+
+* ``smoke``: seconds on CPU (run by the tests).
+* ``cpu``: selective copying with a small Mamba, a few minutes on CPU.
+* ``selective_copying`` (Mamba) / ``selective_copying_s4d`` / ``selective_copying_s4``: the Mamba
+  paper's Table 1 task (§4.1.1) at CPU scale: L = 64 noise-region length, 8 data tokens, vocab 16,
+  2 layers, d_model 64, batch 32, lr 1e-3, 2000 steps. Paper: L = 4096, 16 tokens, 400K steps, lr 1e-4, batch 64 (GPU).
+* ``induction`` (Mamba) / ``induction_transformer``: induction heads (§4.1.2, Table 3), vocab 16,
+  2 layers, d_model 64, Adam lr 1e-3 (paper's best for Mamba), batch 8, data regenerated every
+  step, trained at L = 64 (CPU scale; paper 256) and evaluated at 4x and 16x (256, 1024), 4000
+  steps (paper: 204 800).
+  ``induction_l256``: the same at the paper's training length 256, evaluated at 1024 and 4096.
+* ``mqar``, ``listops``: small CPU versions.
+
+``--config.model.layer=mamba|mamba2|s4d|s4|transformer`` swaps the model with everything else
+equal; ``--config.model.scan_method`` picks the selective-scan back-end.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments import harness
+
+
+def base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.progress = True  # tqdm bar
+
+    c.model = ml_collections.ConfigDict()  # fields of ssm.lm.LMConfig (vocab_size from the task)
+    c.model.vocab_size = 16  # overwritten with the task's vocabulary
+    c.model.d_model = 64
+    c.model.n_layers = 2
+    c.model.layer = "mamba"  # ssm.lm.layer_names()
+    c.model.max_len = 1024  # decode cache / S4 l_max (training sets it to the longest eval length)
+    c.model.tie_embeddings = True
+    c.model.scan_method = "ref"  # ssm.scan.methods(); "ref" is the fastest on CPU (SSM.md §5.6)
+    c.model.chunk_size = 64
+    c.model.d_state = 16  # Mamba default; S4/S4D use 64 in the presets below
+    c.model.d_conv = 4
+    c.model.expand = 2
+    c.model.dt_rank = 0  # 0 -> ceil(d_model / 16)
+    c.model.headdim = 32  # mamba2
+    c.model.ngroups = 1
+    c.model.ssd_impl = "chunked"
+    c.model.s4d_init = "lin"
+    c.model.s4d_disc = "zoh"
+    c.model.n_heads = 4  # transformer
+    c.model.mlp_ratio = 4
+    c.model.norm_eps = 1e-5
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "selective_copying"  # ssm.tasks.names()
+    c.task.seq_len = 256  # the task's length parameter (see ssm.tasks)
+    c.task.kwargs = ml_collections.ConfigDict({"vocab_size": 16, "num_tokens": 8})
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64
+    c.train.lr = 1e-3
+    c.train.weight_decay = 0.0  # paper: no weight decay on the synthetic tasks
+    c.train.warmup_steps = 100
+    c.train.grad_clip = 1.0
+    c.train.num_updates = 40  # harness updates (log / checkpoint unit)
+    c.train.steps_per_update = 50  # gradient steps per update
+    c.train.checkpoint_every = 5
+    c.train.eval_every = 5  # updates; 0 = only at the end
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 64
+    c.eval.num_batches = 4
+    c.eval.lengths = ()  # extra task lengths to evaluate (length generalisation)
+    return c
+
+
+def smoke() -> ml_collections.ConfigDict:
+    c = base()
+    c.progress = False
+    c.model.d_model = 16
+    c.model.n_layers = 1
+    c.model.d_state = 4
+    c.task.seq_len = 12
+    c.task.kwargs.num_tokens = 3
+    c.train.batch_size = 4
+    c.train.num_updates = 3
+    c.train.steps_per_update = 2
+    c.train.checkpoint_every = 2
+    c.train.eval_every = 2
+    c.train.warmup_steps = 1
+    c.eval.batch_size = 4
+    c.eval.num_batches = 1
+    c.eval.lengths = (20,)
+    return c
+
+
+def cpu() -> ml_collections.ConfigDict:
+    c = base()
+    c.task.seq_len = 64
+    c.task.kwargs.num_tokens = 4
+    c.train.batch_size = 32
+    c.train.num_updates = 20
+    return c
+
+
+def _s4_like(c: ml_collections.ConfigDict, layer: str) -> ml_collections.ConfigDict:
+    c.model.layer = layer
+    c.model.d_state = 64  # S4/S4D default state size
+    return c
+
+
+def selective_copying() -> ml_collections.ConfigDict:
+    c = base()
+    c.task.seq_len = 64  # CPU scale: 64 noise positions + 8 data tokens + 8 markers = 80 tokens
+    c.task.kwargs.num_tokens = 8
+    c.train.batch_size = 32
+    c.train.num_updates = 40
+    c.train.steps_per_update = 50  # 2000 steps
+    return c
+
+
+def selective_copying_s4d() -> ml_collections.ConfigDict:
+    return _s4_like(selective_copying(), "s4d")
+
+
+def selective_copying_s4() -> ml_collections.ConfigDict:
+    return _s4_like(selective_copying(), "s4")
+
+
+def induction() -> ml_collections.ConfigDict:
+    c = base()
+    c.task.name = "induction_heads"
+    c.task.seq_len = 64  # CPU scale (paper: 256)
+    c.task.kwargs = ml_collections.ConfigDict({"vocab_size": 16})
+    c.train.batch_size = 8  # paper App. E.1
+    c.train.lr = 1e-3
+    c.train.num_updates = 40
+    c.train.steps_per_update = 100  # 4000 steps (paper: 204 800)
+    c.eval.batch_size = 32
+    c.eval.num_batches = 4
+    c.eval.lengths = (256, 1024)  # 4x and 16x
+    return c
+
+
+def induction_l256() -> ml_collections.ConfigDict:
+    """Induction heads at the paper's training length 256, evaluated at 4x and 16x."""
+    c = induction()
+    c.task.seq_len = 256
+    c.eval.lengths = (1024, 4096)
+    return c
+
+
+def induction_transformer() -> ml_collections.ConfigDict:
+    c = induction()
+    c.model.layer = "transformer"
+    c.train.lr = 2e-4  # paper's best for the non-Mamba models
+    return c
+
+
+def mqar() -> ml_collections.ConfigDict:
+    c = base()
+    c.task.name = "mqar"
+    c.task.seq_len = 64
+    c.task.kwargs = ml_collections.ConfigDict({"vocab_size": 64, "num_kv_pairs": 4})
+    return c
+
+
+def listops() -> ml_collections.ConfigDict:
+    c = base()
+    c.task.name = "listops"
+    c.task.seq_len = 128
+    c.task.kwargs = ml_collections.ConfigDict(
+        {"min_len": 16, "max_depth": 10, "max_args": 5, "pool_size": 8192, "seed": 0}
+    )
+    c.model.layer = "s4d"
+    c.model.d_state = 64
+    return c
+
+
+PRESETS = {
+    "smoke": smoke,
+    "cpu": cpu,
+    "selective_copying": selective_copying,
+    "selective_copying_s4d": selective_copying_s4d,
+    "selective_copying_s4": selective_copying_s4,
+    "induction": induction,
+    "induction_l256": induction_l256,
+    "induction_transformer": induction_transformer,
+    "mqar": mqar,
+    "listops": listops,
+}
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    return harness.select_preset(PRESETS, preset)

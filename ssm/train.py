@@ -1,0 +1,187 @@
+"""Training loop for the synthetic tasks: any :mod:`ssm.lm` model on any :mod:`ssm.tasks` task.
+
+``train_and_evaluate(config, workdir)`` validates the config, builds the task and the model, and
+runs :func:`experiments.harness.run_experiment` with
+
+* ``init(key) -> TrainState`` (params, AdamW state, data key, step);
+* ``update(state)``: ``train.steps_per_update`` jitted gradient steps inside one ``lax.scan``, each
+  on a freshly generated batch (data regenerated every step, as in the Mamba paper's synthetic
+  tasks, App. E.1), returning mean loss / accuracy;
+* ``evaluate(state)``: exact-match accuracy on ``eval.num_batches`` fixed batches (a key derived
+  from the seed, disjoint from the training stream) at the training length and at every length in
+  ``eval.lengths`` (length generalisation, e.g. induction heads at 4x and 16x).
+
+Config layout: see ``experiments/configs/ssm.py``. The model's vocabulary is the task's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from experiments import harness
+from ssm import lm, mamba2, s4d, scan, tasks
+
+Array = jax.Array
+
+
+class TrainState(NamedTuple):
+    """params: the LM's variables; opt_state: optax state; key: data/dropout key; step: int32[]."""
+
+    params: Any
+    opt_state: Any
+    key: Array
+    step: Array
+
+
+def validate_config(config) -> None:
+    """Raises :class:`harness.ConfigError` naming the field and the allowed values."""
+    harness.check_choice(config, "model.layer", lm.layer_names())
+    harness.check_choice(config, "task.name", tasks.names())
+    harness.check_choice(config, "model.scan_method", scan.methods())
+    harness.check_choice(config, "model.ssd_impl", mamba2.SSD_IMPLS)
+    harness.check_choice(config, "model.s4d_init", s4d.INITS)
+    harness.check_choice(config, "model.s4d_disc", s4d.DISCRETISATIONS)
+    for f in (
+        "model.d_model",
+        "model.n_layers",
+        "model.d_state",
+        "task.seq_len",
+        "train.batch_size",
+        "train.num_updates",
+        "train.steps_per_update",
+        "train.checkpoint_every",
+        "eval.batch_size",
+        "eval.num_batches",
+    ):
+        harness.check_int(config, f, lo=1)  # fmt: skip
+    harness.check_int(config, "train.warmup_steps", lo=0)
+    harness.check_int(config, "train.eval_every", lo=0)
+    harness.check_range(config, "train.lr", lo=0.0, lo_inclusive=False)
+    harness.check_range(config, "train.weight_decay", lo=0.0)
+    harness.check_range(config, "train.grad_clip", lo=0.0)
+    for i, n in enumerate(config.eval.lengths):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise harness.ConfigError(f"config.eval.lengths[{i}]={n!r} must be a positive int")
+
+
+def make_task(config) -> tasks.Task:
+    kwargs = dict(config.task.kwargs)
+    return tasks.make(config.task.name, seq_len=config.task.seq_len, **kwargs)
+
+
+def total_length(task: tasks.Task, seq_len: int) -> int:
+    """Input length T for a task length parameter (selective copying adds 2 num_tokens)."""
+    key = jax.random.PRNGKey(0)
+    return jax.eval_shape(lambda k: task.sample(k, 1, seq_len), key).inputs.shape[1]
+
+
+def make_model(config, task: tasks.Task) -> lm.LM:
+    m = dict(config.model)
+    lengths = [task.seq_len, *config.eval.lengths]
+    m["vocab_size"] = task.vocab_size
+    # Only S4 uses max_len in training: its C~ is defined for l_max and every step evaluates the
+    # kernel at l_max, so make it exactly the longest evaluated sequence.
+    m["max_len"] = max(total_length(task, n) for n in lengths)
+    return lm.make_model(m)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """AdamW, linear warm-up then constant lr (the Mamba paper's synthetic tasks use a constant lr)."""
+    t = config.train
+    sched = optax.join_schedules(
+        [optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1)), optax.constant_schedule(t.lr)],
+        [max(t.warmup_steps, 1)],
+    )
+    chain = [optax.adamw(sched, weight_decay=t.weight_decay)]
+    if t.grad_clip > 0:
+        chain.insert(0, optax.clip_by_global_norm(t.grad_clip))
+    return optax.chain(*chain)
+
+
+def make_update(model: lm.LM, task: tasks.Task, opt, batch_size: int, steps: int):
+    """Jitted ``state -> (state, metrics)`` running ``steps`` gradient steps in a ``lax.scan``."""
+
+    def loss(params, batch):
+        logits, _ = model.apply(params, batch.inputs)
+        return tasks.loss_fn(logits, batch), tasks.accuracy(logits, batch)
+
+    def one_step(state: TrainState, _):
+        key, k_data = jax.random.split(state.key)
+        batch = task.sample(k_data, batch_size)
+        (l, acc), grads = jax.value_and_grad(loss, has_aux=True)(state.params, batch)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"train/loss": l, "train/token_acc": acc["token_acc"],
+                   "train/grad_norm": optax.global_norm(grads)}  # fmt: skip
+        return TrainState(params, opt_state, key, state.step + 1), metrics
+
+    @jax.jit
+    def update(state: TrainState):
+        state, metrics = jax.lax.scan(one_step, state, None, length=steps)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    return update
+
+
+def make_evaluate(model: lm.LM, task: tasks.Task, config):
+    """Host-side ``state -> metrics``: mean exact match over fixed batches at each length."""
+    lengths = [task.seq_len, *[n for n in config.eval.lengths if n != task.seq_len]]
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)
+
+    @jax.jit
+    def acc_fn(params, batch):
+        return tasks.accuracy(model.apply(params, batch.inputs)[0], batch)
+
+    def evaluate(state: TrainState) -> dict[str, float]:
+        out = {}
+        for n in lengths:
+            accs = []
+            for i in range(config.eval.num_batches):
+                batch = task.sample(jax.random.fold_in(key, i), config.eval.batch_size, n)
+                accs.append(acc_fn(state.params, batch))
+            tok = float(jnp.mean(jnp.stack([a["token_acc"] for a in accs])))
+            seq = float(jnp.mean(jnp.stack([a["seq_acc"] for a in accs])))
+            suffix = "" if n == task.seq_len else f"_L{n}"
+            out[f"eval/token_acc{suffix}"] = tok
+            out[f"eval/seq_acc{suffix}"] = seq
+        return out
+
+    return evaluate
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Validates ``config``, trains, evaluates; returns the harness summary."""
+    validate_config(config)
+    task = make_task(config)
+    model = make_model(config, task)
+    opt = make_optimizer(config)
+    t = config.train
+
+    def init(key):
+        k_params, k_data = jax.random.split(key)
+        params = lm.init_params(model, k_params)
+        return TrainState(params, opt.init(params), k_data, jnp.zeros((), jnp.int32))
+
+    update = make_update(model, task, opt, t.batch_size, t.steps_per_update)
+    evaluate = make_evaluate(model, task, config)
+    eval_curves = ["eval/token_acc"] + [
+        f"eval/token_acc_L{n}" for n in config.eval.lengths if n != task.seq_len
+    ]
+    return harness.run_experiment(
+        config,
+        workdir,
+        init=init,
+        update=update,
+        num_updates=t.num_updates,
+        seed=config.seed,
+        checkpoint_every=t.checkpoint_every,
+        evaluate=evaluate,
+        eval_every=t.eval_every or None,
+        plots={"loss.png": ["train/loss"], "accuracy.png": ["train/token_acc", *eval_curves]},
+        desc=f"ssm:{config.model.layer}:{config.task.name}",
+        progress=config.get("progress", True),
+    )
