@@ -1,0 +1,156 @@
+"""Configs for ``experiments/flowrl.py`` (FLOWRL.md §8): ``--config experiments/configs/flowrl.py:<preset>``.
+
+Presets:
+  smoke   seconds on CPU (run by a test): tiny Mamba, a few RL steps.
+  cpu     minutes on CPU: the README table's scale (arithmetic).
+  cpu_countdown   the same on the many-answers countdown task.
+  cpu_ttrl        TTRL on the unlabelled arithmetic test prompts (majority-vote reward).
+  gpu     a larger single-GPU run.
+Algorithms: ``--config.rl.algo=grpo|dr_grpo|dapo|gspo|cispo|reinforce|ppo|flowrl|hpt``; the
+Transformer baseline: ``--config.model.layer=transformer``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments import harness
+
+
+def base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.progress = True
+    c.checkpoint_every = 25
+    c.task = "arithmetic"  # registry: flowrl.tasks.TASKS
+    c.task_kwargs = ml_collections.ConfigDict({"n_operands": 3})
+    # ssm.lm.LMConfig fields (vocab_size is set from the task vocabulary).
+    c.model = ml_collections.ConfigDict(
+        {
+            "layer": "mamba",  # "transformer" for the baseline
+            "d_model": 64,
+            "n_layers": 2,
+            "max_len": 32,  # decode-cache length >= prompt + response
+            "scan_method": "ref",
+            "d_state": 16,
+            "n_heads": 4,
+        }
+    )
+    c.policy = ml_collections.ConfigDict(
+        {
+            "z_layers": 3,  # official ProjZModule depth
+            "z_stop_grad": False,  # official: log Z gradient reaches the trunk
+            "value_stop_grad": True,  # PPO value head on detached features [Rec]
+        }
+    )
+    c.sft = ml_collections.ConfigDict(
+        {
+            "steps": 300,  # warm start; pass@1 should land in (0.1, 0.9)
+            "batch_size": 64,
+            "lr": 1e-3,
+            "demo_fraction": 0.25,  # share of training problems whose demonstrations are used
+            "cache_dir": "",  # "" = no cache; the sweep shares SFT starts across algorithms
+        }
+    )
+    c.rl = ml_collections.ConfigDict(
+        {
+            "algo": "flowrl",  # registry: flowrl.trainer.ALGORITHMS
+            "num_updates": 50,
+            "prompts_per_step": 16,  # P
+            "group_size": 8,  # G (TTRL: the vote size N_vote)
+            "train_group_size": 0,  # G_t trained on (TTRL's N_train); 0 = G
+            "temperature": 1.0,
+            "epochs": 1,
+            "num_minibatches": 2,  # > 1 makes updates off-policy, so clips / w matter
+            "lr": 1e-3,  # small models: 1e-4..1e-3 (FLOWRL.md §8.2), not the LLM 1e-6
+            "z_lr_scale": 10.0,  # log Z head lr multiplier [Rec, FLOWRL.md §3.3]
+            "max_grad_norm": 1.0,
+            "weight_decay": 0.0,
+            "reward": "verifier",  # or "majority_vote" (TTRL)
+            "prompt_split": "train",  # TTRL: "test" (unlabelled test prompts)
+            "gen_factor": 2,  # DAPO dynamic sampling: prompts per generation batch / P
+            "max_gen_batches": 4,
+            # LossConfig overrides over the loss's published defaults (flowrl.losses).
+            "loss": ml_collections.ConfigDict({"beta": 15.0}),
+        }
+    )
+    c.eval = ml_collections.ConfigDict(
+        {
+            "every": 25,
+            "split": "test",
+            "num_prompts": 128,
+            "num_samples": 8,  # n for pass@k / maj@n / distinct answers
+            "temperature": 1.0,
+            "seed": 12345,
+        }
+    )
+    return c
+
+
+def smoke() -> ml_collections.ConfigDict:
+    c = base()
+    c.progress = False
+    c.checkpoint_every = 2
+    c.task_kwargs = ml_collections.ConfigDict({"n_operands": 3, "pool_size": 2000})
+    c.model.d_model = 32
+    c.model.n_layers = 1
+    c.model.d_state = 4
+    c.sft.steps = 20
+    c.sft.batch_size = 16
+    c.rl.num_updates = 3
+    c.rl.prompts_per_step = 4
+    c.rl.group_size = 4
+    c.eval.every = 2
+    c.eval.num_prompts = 8
+    c.eval.num_samples = 4
+    return c
+
+
+def cpu() -> ml_collections.ConfigDict:
+    return base()
+
+
+def cpu_countdown() -> ml_collections.ConfigDict:
+    c = base()
+    c.task = "countdown"
+    c.task_kwargs = ml_collections.ConfigDict({"n_numbers": 4})
+    return c
+
+
+def cpu_ttrl() -> ml_collections.ConfigDict:
+    c = base()
+    c.rl.algo = "grpo"
+    c.rl.reward = "majority_vote"
+    c.rl.prompt_split = "test"
+    c.rl.group_size = 16  # N_vote (TTRL: 64)
+    c.rl.train_group_size = 8  # N_train (TTRL: 32)
+    c.rl.loss = ml_collections.ConfigDict({"kl_coef": 0.001})  # TTRL: k3 KL 0.001 in the loss
+    return c
+
+
+def gpu() -> ml_collections.ConfigDict:
+    c = base()
+    c.model.d_model = 256
+    c.model.n_layers = 4
+    c.model.scan_method = "chunked"
+    c.sft.steps = 2000
+    c.sft.batch_size = 256
+    c.rl.num_updates = 500
+    c.rl.prompts_per_step = 64
+    c.rl.num_minibatches = 4
+    c.eval.num_prompts = 512
+    c.eval.num_samples = 16
+    return c
+
+
+PRESETS = {
+    "smoke": smoke,
+    "cpu": cpu,
+    "cpu_countdown": cpu_countdown,
+    "cpu_ttrl": cpu_ttrl,
+    "gpu": gpu,
+}
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    return harness.select_preset(PRESETS, preset)

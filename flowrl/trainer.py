@@ -1,0 +1,789 @@
+"""RL trainer for sequence-model policies on verifiable tasks: GRPO family, PPO, FlowRL, HPT, TTRL.
+
+``make_train(config) -> train(key)`` is pure (jit-able; FLOWRL.md §8, STYLE.md convention 2):
+
+1. **SFT warm start** on the demonstrations of the first ``sft.demo_fraction`` of the training
+   problems (token-mean NLL, ``sft.steps`` Adam steps), so the pass rate starts in (0, 1); the
+   result is both the RL initialisation and the frozen reference pi_ref. The SFT start depends
+   only on the seed and the SFT/model/task fields, so every algorithm of a sweep starts from the
+   same weights (``train_and_evaluate`` caches it with ``sft.cache_dir``).
+2. **RL steps**: sample P prompts x G responses at temperature T (recurrent/cached decoding);
+   score them with the task's exact verifier (or, in TTRL mode, with the majority vote over the
+   G samples as pseudo-label, FLOWRL.md §5.1, training on the first ``train_group_size``);
+   optional dynamic sampling (DAPO, drop all-equal groups with bounded refill); advantages from
+   the advantage registry; old and reference log-probs; then ``epochs`` x ``num_minibatches``
+   AdamW updates of one objective
+
+       L = L_policy(inputs masked by alpha_p) + value_coef L_value - entropy_coef H
+           + sft_coef L_SFT(demonstrations weighted by 1 - alpha_p)
+
+   where ``L_policy`` comes from the loss registry (:func:`flowrl.losses.get_loss`) by name and
+   alpha_p = 1[#correct_p > hpt_gate] is HPT's per-prompt switch (:func:`flowrl.upge.hpt_switch`;
+   ``hpt_gate = -1`` never switches). The trainer never branches on algorithm names: an
+   algorithm is an :class:`AlgoSpec` row of :data:`ALGORITHMS` (loss name, advantage name, loss
+   overrides, coefficients), and the HPT mixed loss is the row with gate 0 and sft_coef 1 whose
+   RL part is the unclipped Dr.GRPO surrogate (equal, value and gradient, to
+   :func:`flowrl.upge.hpt_mixed_loss` with HPT's released settings; tested).
+3. **Evaluation** on held-out prompts: pass@1, unbiased pass@k (k up to n), maj@n, distinct
+   correct answers per prompt (and their share of all solutions), response length.
+
+Train metrics: reward, accuracy, policy entropy, k3 KL to the reference, response length, the
+loss's own metrics, HPT's SFT fraction, TTRL's label/reward accuracy, and (host side) tokens/s.
+
+Shapes: P prompts per step, G samples per prompt (G_t trained on), B = P G_t sequences,
+``Lp`` prompt length, R response length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.serialization
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from flowrl import losses, metrics, rewards, sampling, tasks, upge
+from flowrl.advantages import compute_advantages, outcome_to_token_rewards
+from flowrl.aggregation import agg_loss, masked_mean, seq_sum
+from flowrl.kl import kl_estimate
+from flowrl.policy import Policy, PolicyParams, make_policy
+from flowrl.types import AdvantageConfig, AdvantageInputs, LossInputs
+
+Array = jax.Array
+
+# ---------------------------------------------------------------------------------------------
+# Algorithms: registry rows, no name branches in the trainer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgoSpec:
+    """One RL algorithm as data.
+
+    Attributes:
+      loss: a :mod:`flowrl.losses` registry name.
+      advantage: a :mod:`flowrl.advantages` registry name.
+      loss_overrides: LossConfig fields over the loss's published defaults.
+      value_coef: weight of the value-head regression (PPO).
+      sft_coef: weight of the SFT term on demonstrations (HPT).
+      hpt_gate: per-prompt switch: RL iff #correct > gate, SFT otherwise; -1 = always RL.
+      entropy_coef: entropy bonus (HPT: 0.001).
+      dynamic_sampling: drop groups with all-equal rewards and refill (DAPO).
+    """
+
+    loss: str
+    advantage: str
+    loss_overrides: tuple[tuple[str, Any], ...] = ()
+    value_coef: float = 0.0
+    sft_coef: float = 0.0
+    hpt_gate: int = -1
+    entropy_coef: float = 0.0
+    dynamic_sampling: bool = False
+
+
+ALGORITHMS: dict[str, AlgoSpec] = {
+    "grpo": AlgoSpec("grpo", "grpo"),
+    "dr_grpo": AlgoSpec("dr_grpo", "dr_grpo"),
+    "dapo": AlgoSpec("dapo", "grpo", dynamic_sampling=True),
+    "gspo": AlgoSpec("gspo", "grpo"),
+    "cispo": AlgoSpec("cispo", "grpo"),
+    "reinforce": AlgoSpec("reinforce", "rloo"),
+    # PPO with a value head: GAE (gamma = lam = 1, whitened), value loss 0.5 (FLOWRL.md §2.1).
+    "ppo": AlgoSpec("ppo", "gae", value_coef=0.5),
+    # FlowRL: r_hat = GRPO z-score (official script), beta and w mode from the loss defaults.
+    "flowrl": AlgoSpec("flowrl", "grpo"),
+    # HPT released settings (FLOWRL.md §4.3): gate 0, sft_coef 1, no clip (clip range [0, inf)),
+    # Dr.GRPO advantage, division by the padded length, entropy 0.001, no KL.
+    "hpt": AlgoSpec(
+        "dr_grpo",
+        "dr_grpo",
+        loss_overrides=(("clip_low", 1.0), ("clip_high", 1e9), ("dual_clip", None)),
+        sft_coef=1.0,
+        hpt_gate=0,
+        entropy_coef=0.001,
+    ),
+}
+
+
+def register_algorithm(name: str, spec: AlgoSpec) -> None:
+    """Adds an algorithm row; a duplicate name raises ValueError."""
+    if name in ALGORITHMS:
+        raise ValueError(f"algorithm {name!r} is already registered")
+    losses.get_loss(spec.loss)
+    ALGORITHMS[name] = spec
+
+
+def get_algorithm(name: str) -> AlgoSpec:
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; registered: {sorted(ALGORITHMS)}")
+    return ALGORITHMS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward sources (labelled verifier vs TTRL majority vote) and prompt splits
+# ---------------------------------------------------------------------------------------------
+
+
+def verifier_reward(answers: Array, scores: Array, truth: Array, num_train: int):
+    """Ground-truth reward: the verifier's score. answers, scores [P, G] -> (f32[P, G_t], diag)."""
+    del answers, truth
+    ones = jnp.ones(scores.shape[:1], jnp.float32)
+    return scores[:, :num_train], {"label_accuracy": ones, "majority_ratio": ones}
+
+
+def majority_vote_reward(answers: Array, scores: Array, truth: Array, num_train: int):
+    """TTRL (arXiv 2504.16084, Listing 1): r_i = 1[answer_i == majority of all G answers].
+
+    The vote uses all G samples; the first ``num_train`` are returned for training. The hidden
+    ground truth is used only for the diagnostics (per group f32[P]): label accuracy (majority ==
+    truth), majority ratio and reward accuracy (pseudo reward == verifier score).
+    """
+    valid = answers >= 0
+    label, _, agreement = rewards.majority_vote(answers, valid)
+    r = ((answers == label[:, None]) & valid & (label[:, None] >= 0)).astype(jnp.float32)
+    diag = {
+        "label_accuracy": (label == truth).astype(jnp.float32),
+        "majority_ratio": agreement,
+        "reward_accuracy": jnp.mean((r == scores)[:, :num_train].astype(jnp.float32), -1),
+    }
+    return r[:, :num_train], diag
+
+
+REWARDS: dict[str, Callable] = {"verifier": verifier_reward, "majority_vote": majority_vote_reward}
+SPLITS = ("train", "test")
+
+
+# ---------------------------------------------------------------------------------------------
+# State and batches
+# ---------------------------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Whole RL training state (a pytree of arrays).
+
+    Attributes:
+      params: trainable :class:`PolicyParams`.
+      ref_lm: frozen reference LM variables (the SFT start).
+      opt_state: optax state of ``params``.
+      key: PRNG key.
+      step: i32[] RL steps done.
+    """
+
+    params: PolicyParams
+    ref_lm: Any
+    opt_state: Any
+    key: Array
+    step: Array
+
+
+class Groups(NamedTuple):
+    """One generation batch, group-major (leaves [P, ...]).
+
+    Attributes:
+      prompt_index: i32[P] rows of the prompt split.
+      responses: i32[P, G_t, R].
+      rewards: f32[P, G_t] training rewards (verifier or pseudo-label).
+      scores: f32[P, G_t] verifier scores (ground truth; TTRL uses them only for metrics).
+      label_accuracy, majority_ratio, reward_accuracy: f32[P] reward diagnostics.
+    """
+
+    prompt_index: Array
+    responses: Array
+    rewards: Array
+    scores: Array
+    label_accuracy: Array
+    majority_ratio: Array
+    reward_accuracy: Array
+
+
+class Batch(NamedTuple):
+    """Flattened training batch (B = P G_t rows, group-major) for the minibatch updates.
+
+    Attributes:
+      tokens: i32[B, Lp + R]; mask: f32[B, R] (zero for invalid groups); advantages, returns,
+      old_logp, ref_logp: f32[B, R]; rl_weight: f32[B] HPT alpha of the row's prompt;
+      demo_tokens: i32[P, Lp + R]; demo_mask: f32[P, R]; sft_weight: f32[P] HPT 1 - alpha.
+    """
+
+    tokens: Array
+    mask: Array
+    advantages: Array
+    returns: Array
+    old_logp: Array
+    ref_logp: Array
+    rl_weight: Array
+    demo_tokens: Array
+    demo_mask: Array
+    sft_weight: Array
+
+
+# ---------------------------------------------------------------------------------------------
+# Config validation
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises :class:`experiments.harness.ConfigError` (a ValueError) naming a bad field."""
+    from experiments import harness
+
+    harness.check_choice(config, "task", sorted(tasks.TASKS))
+    harness.check_choice(config, "rl.algo", sorted(ALGORITHMS))
+    harness.check_choice(config, "model.layer", ("mamba", "mamba2", "s4d", "s4", "transformer"))
+    harness.check_choice(config, "rl.reward", sorted(REWARDS))
+    harness.check_choice(config, "rl.prompt_split", SPLITS)
+    harness.check_choice(config, "eval.split", SPLITS)
+    harness.check_int(config, "seed", lo=0)
+    harness.check_int(config, "sft.steps", lo=0)
+    harness.check_int(config, "sft.batch_size", lo=1)
+    harness.check_range(config, "sft.lr", lo=0.0, lo_inclusive=False)
+    harness.check_range(config, "sft.demo_fraction", lo=0.0, hi=1.0, lo_inclusive=False)
+    harness.check_int(config, "rl.num_updates", lo=1)
+    harness.check_int(config, "rl.prompts_per_step", lo=1)
+    G = harness.check_int(config, "rl.group_size", lo=2)
+    harness.check_int(config, "rl.train_group_size", lo=0, hi=G)
+    harness.check_range(config, "rl.temperature", lo=0.0, lo_inclusive=False)
+    harness.check_int(config, "rl.epochs", lo=1)
+    M = harness.check_int(config, "rl.num_minibatches", lo=1)
+    harness.check_range(config, "rl.lr", lo=0.0, lo_inclusive=False)
+    harness.check_range(config, "rl.z_lr_scale", lo=0.0, lo_inclusive=False)
+    harness.check_range(config, "rl.max_grad_norm", lo=0.0, lo_inclusive=False)
+    harness.check_range(config, "rl.weight_decay", lo=0.0)
+    harness.check_int(config, "rl.gen_factor", lo=1)
+    harness.check_int(config, "rl.max_gen_batches", lo=1)
+    if config.rl.prompts_per_step % M:
+        raise harness.ConfigError(
+            f"config.rl.prompts_per_step={config.rl.prompts_per_step} must be divisible by "
+            f"config.rl.num_minibatches={M}"
+        )
+    harness.check_int(config, "eval.num_prompts", lo=1)
+    harness.check_int(config, "eval.num_samples", lo=1)
+    harness.check_range(config, "eval.temperature", lo=0.0, lo_inclusive=False)
+    spec = _spec(config)
+    if spec.sft_coef > 0 and config.rl.reward != "verifier":
+        raise harness.ConfigError(
+            f"config.rl.algo={config.rl.algo!r} mixes in SFT on demonstrations, which TTRL "
+            "(config.rl.reward='majority_vote') does not have; choose a pure RL algorithm"
+        )
+    losses.default_loss_config(spec.loss, **_loss_overrides(config, spec))  # field checks
+
+
+def _spec(config) -> AlgoSpec:
+    spec = get_algorithm(config.rl.algo)
+    over = config.rl.get("algo_overrides", None)
+    return dataclasses.replace(spec, **dict(over)) if over else spec
+
+
+def _loss_overrides(config, spec: AlgoSpec) -> dict[str, Any]:
+    return {**dict(spec.loss_overrides), **dict(config.rl.get("loss", {}))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Builder
+# ---------------------------------------------------------------------------------------------
+
+
+class Trainer(NamedTuple):
+    """The pieces ``make_train`` composes (exposed for tests and the benchmark)."""
+
+    config: Any
+    task: tasks.Task
+    policy: Policy
+    spec: AlgoSpec
+    sft: Callable  # key -> (lm variables, f32[steps] losses)
+    init_from_lm: Callable  # (key, lm variables) -> TrainState
+    init: Callable  # key -> TrainState (SFT then RL init)
+    generate: Callable  # (lm params, key, prompt index i32[P]) -> responses i32[P, G, R]
+    score: Callable  # (prompt index, responses) -> Groups
+    collect: Callable  # (params, key) -> (Groups, valid bool[P], num_batches)
+    prepare: Callable  # (state params, ref, Groups, valid, key) -> (Batch, metrics)
+    learn: Callable  # (state, Batch) -> (state, metrics)
+    rl_step: Callable  # state -> (state, metrics), jitted
+    evaluate: Callable  # params -> metrics, jitted
+    objective: Callable  # (params, Batch) -> (loss, metrics)
+
+
+def build(config, backend: Any = None) -> Trainer:
+    """Builds all jit-able pieces from a validated config.
+
+    Args:
+      config: the experiment config (see ``experiments/configs/flowrl.py``).
+      backend: LM module with ``make_model``/``generate`` (default :mod:`ssm.lm`).
+    """
+    validate_config(config)
+    task = tasks.make_task(config.task, **dict(config.get("task_kwargs", {})))
+    model_cfg = {**dict(config.model), "vocab_size": tasks.VOCAB_SIZE}
+    policy = make_policy(
+        model_cfg,
+        backend=backend,
+        z_layers=config.policy.z_layers,
+        z_stop_grad=config.policy.z_stop_grad,
+        value_stop_grad=config.policy.value_stop_grad,
+    )
+    spec = _spec(config)
+    loss_fn = losses.get_loss(spec.loss)
+    loss_cfg = losses.default_loss_config(spec.loss, **_loss_overrides(config, spec))
+    adv_cfg = AdvantageConfig()
+    reward_fn = REWARDS[config.rl.reward]
+
+    Lp, R = task.prompt_len, task.response_len
+    L = Lp + R
+    P, G = config.rl.prompts_per_step, config.rl.group_size
+    Gt = config.rl.train_group_size or G
+    M = config.rl.num_minibatches
+    T = float(config.rl.temperature)
+    P_gen = P * (config.rl.gen_factor if spec.dynamic_sampling else 1)
+    splits = {"train": task.train, "test": task.test}
+    prompt_split = splits[config.rl.prompt_split]
+    eval_split = splits[config.eval.split]
+    n_sft = max(1, int(round(config.sft.demo_fraction * len(task.train))))
+
+    # ------------------------------------------------------------------ SFT warm start
+    def demo_batch(split, index, key):
+        demos = tasks.sample_demos(split, index, key)  # i32[B, R]
+        prompts = jnp.asarray(split.prompts)[index]
+        return jnp.concatenate([prompts, demos], 1), tasks.response_mask(demos)
+
+    sft_opt = optax.adam(config.sft.lr)
+
+    def sft(key):
+        key_init, key_loop = jax.random.split(key)
+        init_params = policy.init(key_init, L)
+        lm = init_params.lm
+        opt_state = sft_opt.init(lm)
+
+        def nll(lm, tokens, mask):
+            fw = policy.forward(init_params._replace(lm=lm), tokens, Lp, 1.0)
+            return agg_loss(-fw.logp, mask, "token-mean")
+
+        def step(carry, key_t):
+            lm, opt_state = carry
+            key_idx, key_demo = jax.random.split(key_t)
+            index = jax.random.randint(key_idx, (config.sft.batch_size,), 0, n_sft)
+            tokens, mask = demo_batch(task.train, index, key_demo)
+            loss, grads = jax.value_and_grad(nll)(lm, tokens, mask)
+            updates, opt_state = sft_opt.update(grads, opt_state, lm)
+            return (optax.apply_updates(lm, updates), opt_state), loss
+
+        (lm, _), sft_losses = jax.lax.scan(
+            step, (lm, opt_state), jax.random.split(key_loop, config.sft.steps)
+        )
+        return lm, sft_losses
+
+    # ------------------------------------------------------------------ RL optimizer
+    def make_opt(lr):
+        return optax.adamw(lr, weight_decay=config.rl.weight_decay)
+
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(config.rl.max_grad_norm),
+        optax.multi_transform(
+            {"main": make_opt(config.rl.lr), "z": make_opt(config.rl.lr * config.rl.z_lr_scale)},
+            lambda p: PolicyParams(
+                lm=jax.tree.map(lambda _: "main", p.lm),
+                log_z=jax.tree.map(lambda _: "z", p.log_z),
+                value=jax.tree.map(lambda _: "main", p.value),
+            ),
+        ),
+    )
+
+    def init_from_lm(key, lm):
+        key_heads, key_state = jax.random.split(key)
+        fresh = policy.init(key_heads, L)
+        params = PolicyParams(lm=lm, log_z=fresh.log_z, value=fresh.value)
+        return TrainState(
+            params=params,
+            ref_lm=jax.tree.map(jnp.copy, lm),
+            opt_state=optimizer.init(params),
+            key=key_state,
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def init(key):
+        key_sft, key_rl = jax.random.split(key)
+        lm, _ = sft(key_sft)
+        return init_from_lm(key_rl, lm)
+
+    # ------------------------------------------------------------------ rollouts and scoring
+    def generate(lm, key, index, num_samples=G, temperature=T, split=prompt_split):
+        prompts = jnp.repeat(jnp.asarray(split.prompts)[index], num_samples, axis=0)
+        resp = policy.generate(lm, prompts, key, R, temperature)
+        return resp.reshape(index.shape[0], num_samples, R)
+
+    def score(index, responses, split=prompt_split):
+        Pn, Gn = responses.shape[:2]
+        flat = responses.reshape(Pn * Gn, R)
+        probs = task.problems(split, jnp.repeat(index, Gn))
+        s = task.score(flat, probs).reshape(Pn, Gn)
+        a = task.extract(flat, probs).reshape(Pn, Gn)
+        truth = jnp.asarray(split.answers)[index]
+        r, diag = reward_fn(a, s, truth, Gt)
+        diag = {"reward_accuracy": jnp.ones(Pn, jnp.float32), **diag}
+        return Groups(
+            prompt_index=index,
+            responses=responses[:, :Gt],
+            rewards=r,
+            scores=s[:, :Gt],
+            label_accuracy=diag["label_accuracy"],
+            majority_ratio=diag["majority_ratio"],
+            reward_accuracy=diag["reward_accuracy"],
+        )
+
+    def gen_and_score(params, key, num_prompts):
+        key_idx, key_gen = jax.random.split(key)
+        index = jax.random.randint(key_idx, (num_prompts,), 0, len(prompt_split))
+        return score(index, generate(params.lm, key_gen, index))
+
+    def collect(params, key):
+        """P groups: one generation batch, or DAPO dynamic sampling (all-equal groups dropped,
+        refilled from batches of ``gen_factor * P`` prompts, at most ``max_gen_batches``)."""
+        if not spec.dynamic_sampling:
+            return gen_and_score(params, key, P), jnp.ones((P,), bool), jnp.ones((), jnp.int32)
+
+        def gen(k):
+            g = gen_and_score(params, k, P_gen)
+            return (g, g.rewards), g.rewards
+
+        out = sampling.dynamic_sample(gen, key, P, config.rl.max_gen_batches)
+        return out.batch[0], out.valid, out.num_batches
+
+    # ------------------------------------------------------------------ batch preparation
+    def prepare(params, ref_lm, groups: Groups, valid: Array, key):
+        """Old/ref log-probs, advantages, HPT switch and demonstrations, f32 metrics."""
+        B = P * Gt
+        prompts = jnp.asarray(prompt_split.prompts)[groups.prompt_index]  # [P, Lp]
+        resp = groups.responses.reshape(B, R)
+        tokens = jnp.concatenate([jnp.repeat(prompts, Gt, axis=0), resp], 1)
+        seq_valid = jnp.repeat(valid, Gt).astype(jnp.float32)
+        mask = tasks.response_mask(resp) * seq_valid[:, None]
+        old = policy.forward(params, tokens, Lp, T)
+        ref = policy.forward(params._replace(lm=ref_lm), tokens, Lp, T)
+        group_ids = jnp.repeat(jnp.arange(P), Gt)
+        flat_r = groups.rewards.reshape(B)
+        adv = compute_advantages(
+            spec.advantage,
+            AdvantageInputs(
+                token_rewards=outcome_to_token_rewards(flat_r, mask),
+                mask=mask,
+                group_ids=group_ids,
+                values=old.values,
+                seq_valid=seq_valid,
+            ),
+            adv_cfg,
+        )
+        num_correct = jnp.sum(groups.rewards > 0, axis=-1)  # [P]
+        alpha, beta = upge.hpt_switch(num_correct, spec.hpt_gate)
+        alpha = alpha * valid
+        beta = beta * valid
+        demo_tokens, demo_mask = demo_batch(prompt_split, groups.prompt_index, key)
+        batch = Batch(
+            tokens=tokens,
+            mask=mask,
+            advantages=adv.advantages,
+            returns=adv.returns,
+            old_logp=old.logp,
+            ref_logp=ref.logp,
+            rl_weight=jnp.repeat(alpha, Gt),
+            demo_tokens=demo_tokens,
+            demo_mask=demo_mask,
+            sft_weight=beta,
+        )
+        n_valid = jnp.maximum(jnp.sum(valid), 1)
+        vmean = lambda x: jnp.sum(x * valid) / n_valid  # noqa: E731 - per-group mean
+        stats = {
+            "train/reward": vmean(jnp.mean(groups.rewards, -1)),
+            "train/accuracy": vmean(jnp.mean(groups.scores, -1)),
+            "train/entropy": masked_mean(old.entropy, mask),
+            "train/kl_ref": masked_mean(kl_estimate(old.logp, ref.logp, "k3"), mask),
+            "train/response_len": jnp.sum(mask) / jnp.maximum(jnp.sum(seq_valid), 1.0),
+            "train/sft_fraction": vmean(beta),
+            "train/valid_groups": jnp.mean(valid.astype(jnp.float32)),
+            "train/label_accuracy": vmean(groups.label_accuracy),
+            "train/majority_ratio": vmean(groups.majority_ratio),
+            "train/reward_accuracy": vmean(groups.reward_accuracy),
+            "train/log_z": jnp.mean(old.log_z),
+            "train/seq_logp": masked_mean(seq_sum(old.logp, mask), seq_valid),
+        }
+        return batch, stats
+
+    # ------------------------------------------------------------------ objective and updates
+    use_demos = spec.sft_coef > 0
+
+    def objective(params, mb: Batch):
+        fw = policy.forward(params, mb.tokens, Lp, T)
+        mask = mb.mask * (mb.rl_weight > 0)[:, None]
+        inputs = LossInputs(
+            logp=fw.logp,
+            mask=mask,
+            advantages=mb.advantages * mb.rl_weight[:, None],
+            old_logp=mb.old_logp,
+            ref_logp=mb.ref_logp,
+            log_z=fw.log_z,
+        )
+        loss_pg, m = loss_fn(inputs, loss_cfg)
+        value_loss = 0.5 * masked_mean(jnp.square(fw.values - mb.returns), mask)
+        entropy = masked_mean(fw.entropy, mask)
+        total = loss_pg + spec.value_coef * value_loss - spec.entropy_coef * entropy
+        out = {f"loss/{k}": v for k, v in m.items()}
+        out["loss/value"] = value_loss
+        if use_demos:
+            fd = policy.forward(params, mb.demo_tokens, Lp, T)
+            sft_mask = mb.demo_mask * (mb.sft_weight > 0)[:, None]
+            loss_sft = agg_loss(-mb.sft_weight[:, None] * fd.logp, sft_mask, "token-mean")
+            total = total + spec.sft_coef * loss_sft
+            out["loss/sft"] = loss_sft
+        out["loss/total"] = total
+        return total, out
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def learn(state: TrainState, batch: Batch):
+        def split_minibatches(key):
+            perm = jax.random.permutation(key, P)
+
+            def per_group(x, rows_per_group):
+                x = x.reshape(P, rows_per_group, *x.shape[1:])[perm]
+                return x.reshape(M, (P // M) * rows_per_group, *x.shape[2:])
+
+            seq = lambda x: per_group(x, Gt)  # noqa: E731
+            one = lambda x: per_group(x, 1)  # noqa: E731
+            return Batch(
+                *(seq(getattr(batch, f)) for f in Batch._fields[:7]),
+                *(one(getattr(batch, f)) for f in Batch._fields[7:]),
+            )
+
+        def epoch(carry, key):
+            def minibatch(carry, mb):
+                params, opt_state = carry
+                (_, m), grads = grad_fn(params, mb)
+                m["loss/grad_norm"] = optax.global_norm(grads)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), opt_state), m
+
+            return jax.lax.scan(minibatch, carry, split_minibatches(key))
+
+        key, key_epochs = jax.random.split(state.key)
+        (params, opt_state), m = jax.lax.scan(
+            epoch,
+            (state.params, state.opt_state),
+            jax.random.split(key_epochs, config.rl.epochs),
+        )
+        state = state.replace(params=params, opt_state=opt_state, key=key)
+        return state, jax.tree.map(jnp.mean, m)
+
+    def rl_step(state: TrainState):
+        key, key_collect, key_demo = jax.random.split(state.key, 3)
+        groups, valid, num_batches = collect(state.params, key_collect)
+        batch, stats = prepare(state.params, state.ref_lm, groups, valid, key_demo)
+        state, m = learn(state.replace(key=key), batch)
+        stats.update(m)
+        stats["train/gen_batches"] = num_batches.astype(jnp.float32)
+        return state.replace(step=state.step + 1), stats
+
+    # ------------------------------------------------------------------ evaluation
+    n_eval = min(config.eval.num_prompts, len(eval_split))
+    n_samples = config.eval.num_samples
+    eval_index = jnp.arange(n_eval)
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_samples} | {n_samples})
+    num_solutions = jnp.asarray(eval_split.num_solutions)[eval_index]
+
+    def evaluate(params):
+        # A fixed key: every evaluation (and every algorithm) uses the same sampling noise.
+        key = jax.random.PRNGKey(config.eval.seed)
+        resp = generate(
+            params.lm,
+            key,
+            eval_index,
+            num_samples=n_samples,
+            temperature=config.eval.temperature,
+            split=eval_split,
+        )
+        flat = resp.reshape(n_eval * n_samples, R)
+        probs = task.problems(eval_split, jnp.repeat(eval_index, n_samples))
+        correct = task.score(flat, probs).reshape(n_eval, n_samples) > 0
+        answers = task.extract(flat, probs).reshape(n_eval, n_samples)
+        out = {f"eval/pass@{k}": jnp.mean(metrics.pass_at_k_from_correct(correct, k)) for k in ks}
+        label, _, _ = rewards.majority_vote(answers, answers >= 0)
+        maj_ok = jnp.any(correct & (answers == label[:, None]), axis=-1)
+        out[f"eval/maj@{n_samples}"] = jnp.mean(maj_ok.astype(jnp.float32))
+        distinct = distinct_correct(answers, correct)
+        out["eval/distinct_correct"] = jnp.mean(distinct)
+        out["eval/solution_coverage"] = jnp.mean(distinct / num_solutions)
+        out["eval/response_len"] = jnp.mean(jnp.sum(tasks.response_mask(flat), -1))
+        return out
+
+    return Trainer(
+        config=config,
+        task=task,
+        policy=policy,
+        spec=spec,
+        sft=jax.jit(sft),
+        init_from_lm=jax.jit(init_from_lm),
+        init=jax.jit(init),
+        generate=generate,
+        score=score,
+        collect=collect,
+        prepare=prepare,
+        learn=learn,
+        rl_step=jax.jit(rl_step),
+        evaluate=jax.jit(evaluate),
+        objective=objective,
+    )
+
+
+def distinct_correct(answers: Array, correct: Array) -> Array:
+    """f32[P]: number of distinct answer ids among the correct samples of each prompt."""
+    n = answers.shape[-1]
+    same = answers[:, :, None] == answers[:, None, :]
+    earlier = jnp.tril(jnp.ones((n, n), bool), k=-1)[None]  # j < i
+    dup = jnp.any(same & earlier & correct[:, None, :], axis=-1)
+    return jnp.sum(correct & ~dup, axis=-1).astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def make_train(config, backend: Any = None) -> Callable[[Array], tuple[TrainState, dict]]:
+    """``train(key) -> (final TrainState, metrics stacked over RL steps)``; pure and jit-able
+    (SFT warm start then ``rl.num_updates`` RL steps in one ``lax.scan``)."""
+    trainer = build(config, backend)
+
+    def train(key):
+        state = trainer.init(key)
+        return jax.lax.scan(lambda s, _: trainer.rl_step(s), state, None, config.rl.num_updates)
+
+    return train
+
+
+def _without_seed(config) -> dict:
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {k: v for k, v in d.items() if k not in ("seed", "progress")}
+
+
+def _sft_cache_path(config) -> str | None:
+    cache_dir = config.sft.get("cache_dir", "")
+    if not cache_dir:
+        return None
+    relevant = {
+        "task": config.task,
+        "task_kwargs": dict(config.get("task_kwargs", {})),
+        "model": dict(config.model),
+        "sft": {k: v for k, v in dict(config.sft).items() if k != "cache_dir"},
+        "seed": config.seed,
+    }
+    digest = hashlib.sha1(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+    return os.path.join(cache_dir, f"sft_{config.task}_{config.model.layer}_{digest[:12]}.msgpack")
+
+
+def sft_start(trainer: Trainer, key: Array, config=None) -> tuple[Any, dict]:
+    """SFT weights for ``key`` (from ``sft.cache_dir`` when present), and SFT info.
+
+    ``config`` (default ``trainer.config``) names the cache file; it must be the run's own
+    config, whose seed produced ``key``."""
+    path = _sft_cache_path(trainer.config if config is None else config)
+    template = jax.eval_shape(lambda k: trainer.sft(k)[0], key)
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            like = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
+            lm = flax.serialization.from_bytes(like, f.read())
+        return jax.tree.map(jnp.asarray, lm), {"sft_cached": 1.0}
+    t0 = time.time()
+    lm, sft_losses = trainer.sft(key)
+    info = {
+        "sft_loss_first": float(sft_losses[0]) if sft_losses.size else float("nan"),
+        "sft_loss_last": float(sft_losses[-1]) if sft_losses.size else float("nan"),
+        "sft_seconds": time.time() - t0,
+        "sft_cached": 0.0,
+    }
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + f".tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(flax.serialization.to_bytes(jax.device_get(lm)))
+        os.replace(tmp, path)
+    return lm, info
+
+
+def train_and_evaluate(
+    config, workdir: str, backend: Any = None, trainer: Trainer | None = None
+) -> dict:
+    """Validates ``config``, warm-starts with SFT, then runs the RL loop through
+    :func:`experiments.harness.run_experiment` (metrics.jsonl, checkpoints, resume, plots).
+    The SFT start's evaluation is written to ``workdir/start_eval.json`` and the summary.
+
+    ``trainer``: a :func:`build` result for a config that differs from ``config`` at most in
+    ``seed`` (the sweep reuses compiled functions across seeds this way).
+    """
+    from experiments import harness
+
+    if trainer is None:
+        trainer = build(config, backend)
+    else:
+        validate_config(config)
+        if _without_seed(trainer.config) != _without_seed(config):
+            raise ValueError("trainer was built for a config that differs beyond `seed`")
+    key = jax.random.PRNGKey(config.seed)
+    key_sft, key_rl = jax.random.split(key)
+    lm, sft_info = sft_start(trainer, key_sft, config)
+    os.makedirs(workdir, exist_ok=True)
+
+    def init(_):
+        return trainer.init_from_lm(key_rl, lm)
+
+    start_path = os.path.join(workdir, "start_eval.json")
+    if not os.path.exists(start_path):
+        start = {k: float(v) for k, v in trainer.evaluate(init(None).params).items()}
+        with open(start_path, "w") as f:
+            json.dump({**start, **sft_info}, f, indent=2, sort_keys=True)
+    with open(start_path) as f:
+        start = json.load(f)
+
+    tokens_per_step = (
+        config.rl.prompts_per_step
+        * config.rl.group_size
+        * trainer.task.response_len
+        * (config.rl.gen_factor if trainer.spec.dynamic_sampling else 1)
+    )
+
+    def update(state):
+        t0 = time.perf_counter()
+        state, m = trainer.rl_step(state)
+        m = jax.device_get(m)
+        dt = time.perf_counter() - t0
+        return state, {**m, "perf/step_s": dt, "perf/tokens_per_s": tokens_per_step / dt}
+
+    summary = harness.run_experiment(
+        config,
+        workdir,
+        init=init,
+        update=update,
+        num_updates=config.rl.num_updates,
+        seed=config.seed,
+        checkpoint_every=config.checkpoint_every,
+        evaluate=lambda s: trainer.evaluate(s.params),
+        eval_every=config.eval.every,
+        plots={
+            "accuracy.png": [
+                "train/accuracy",
+                "eval/pass@1",
+                f"eval/maj@{config.eval.num_samples}",
+            ],
+            "diversity.png": ["eval/distinct_correct", "train/entropy"],
+            "kl.png": ["train/kl_ref"],
+        },
+        desc=f"flowrl:{config.task}:{config.rl.algo}",
+        progress=config.get("progress", True),
+    )
+    summary["start_eval"] = start
+    return summary
