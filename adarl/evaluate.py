@@ -1,0 +1,129 @@
+"""Evaluation of SAC/AdaRL runs: nominal return and a grid of perturbed dynamics, per seed.
+
+ADARL.md §4: evaluations under the fixed nominal dynamics P° (the env's own model) and robustness
+sweeps over two physical parameters (App. A.2.4, Fig. 8), here a grid ``nominal · scale`` for
+``config.eval.grid_params`` (default the first two parameters of the task's spec) with the
+``config.eval.grid_scales`` multipliers. All seeds (vmapped) and all grid points run as one batch.
+The grid helpers, JSON layout and heat map are shared with ``adarl.robust_eval`` (issue 7).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adarl import robust_eval
+
+ROBUSTNESS_FILE = "robustness.json"
+HEATMAP_FILE = "robustness.png"
+
+
+def grid_names(config: Any, spec: Any) -> tuple[str, ...]:
+    """The two parameters of the robustness grid (config or the spec's first two)."""
+    names = tuple(config.eval.grid_params) or tuple(spec.names[:2])
+    if len(names) != 2:
+        raise ValueError(
+            f"config.eval.grid_params must name 2 parameters of {spec.names}, got {names}"
+        )
+    return names
+
+
+def robustness(fns: Any, agents: Any, config: Any, key: jax.Array) -> dict[str, Any]:
+    """Nominal and perturbed returns of every seed.
+
+    Args:
+      fns: ``adarl.train.TrainFns`` (its ``evaluate`` and ``envs.spec``).
+      agents: AgentState with a leading seed axis (S,).
+      config: the run config (``eval.*`` fields).
+      key: PRNG key (the same episode keys are used at every grid point and seed).
+
+    Returns:
+      dict with ``nominal`` f64 list (S,), ``grid`` (S, n1, n2) nested lists, ``grid_mean`` and
+      ``grid_min`` lists (S,), ``params`` names, ``values`` the two value axes, and
+      ``mean_grid`` (n1, n2) over seeds.
+    """
+    spec = fns.envs.spec
+    names = grid_names(config, spec)
+    v1, v2 = robust_eval.grid_points(spec, names, list(config.eval.grid_scales))
+    n1, n2, e = len(v1), len(v2), int(config.eval.grid_episodes)
+    base = np.tile(spec.nominal.astype(np.float32), (n1, n2, e, 1))
+    base[..., spec.names.index(names[0])] = v1[:, None, None]
+    base[..., spec.names.index(names[1])] = v2[None, :, None]
+    params = spec.from_vector(jnp.asarray(base.reshape(-1, spec.dim)))
+    k_nom, k_grid = jax.random.split(key)
+
+    @jax.jit
+    def run(agents):
+        nominal = jax.vmap(lambda a: fns.evaluate(a, k_nom))(agents)
+        grid = jax.vmap(lambda a: fns.evaluate(a, k_grid, params))(agents)
+        return nominal, grid
+
+    nominal, grid = jax.device_get(run(agents))
+    grid = np.asarray(grid, np.float64).reshape(-1, n1, n2, e).mean(-1)
+    nominal = np.asarray(nominal, np.float64).mean(-1)
+    return {
+        "params": list(names),
+        "values": [v1.tolist(), v2.tolist()],
+        "scales": list(config.eval.grid_scales),
+        "nominal": nominal.tolist(),
+        "grid": grid.tolist(),
+        "grid_mean": grid.mean((1, 2)).tolist(),
+        "grid_min": grid.min((1, 2)).tolist(),
+        "mean_grid": grid.mean(0).tolist(),
+    }
+
+
+def save(result: dict[str, Any], workdir: str, title: str = "") -> list[str]:
+    """Writes ``robustness.json`` and the seed-mean heat map ``robustness.png``."""
+    path = os.path.join(workdir, ROBUSTNESS_FILE)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    mean_grid = np.asarray(result["mean_grid"])
+    grid = robust_eval.GridResult(
+        tuple(result["params"]),
+        tuple(np.asarray(v) for v in result["values"]),
+        mean_grid,
+        np.asarray(result["grid"]).std(0),
+        float(np.mean(result["nominal"])),
+    )
+    png = robust_eval.plot_heatmap(grid, os.path.join(workdir, HEATMAP_FILE), title)
+    return [path, png]
+
+
+def plot_spectra(path_jsonl: str, out_png: str, layer: str = "sv/actor_0") -> str | None:
+    """Singular-value spectrum of one layer (seed 0, normalised by σ₁) over gradient steps."""
+    if not os.path.exists(path_jsonl):
+        return None
+    rows = [json.loads(line) for line in open(path_jsonl) if line.strip()]
+    rows = [r for r in rows if layer in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["grad_steps"] for r in rows], float)
+    s = np.array([r[layer][0] for r in rows], float)  # (T, R) seed 0
+    s = s / np.maximum(s[:, :1], 1e-12)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    im = ax.imshow(
+        s.T,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(steps[0], steps[-1] if len(steps) > 1 else steps[0] + 1, 0.5, s.shape[1] + 0.5),
+    )
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel("singular value index")
+    ax.set_title(f"{layer} (seed 0), σ_i/σ_1")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,185 @@
+"""Configs for ``python -m experiments.adarl`` (SAC / AdaRL / Parseval, ADARL.md §2.7, §6, §7).
+
+Presets (``--config experiments/configs/adarl.py:<preset>``):
+
+* ``smoke``: seconds on CPU (used by tests).
+* ``cpu``: CartpoleSwingup (action repeat 8) with pole and cart masses drawn per episode from a
+  ±30% box, 20k gradient steps, d_t = 4k, 5 vmapped seeds; evaluated on a pole × cart mass grid
+  from 0.5× to 2× nominal.
+* ``hopper``, ``walker2d``, ``ant``, ``humanoid``: the paper's hyperparameters (64-64 ReLU, Adam
+  3e-3, β = 0.98, d_t = 1M (0.7M Walker2d), Spinning Up's batch 100, γ 0.99, τ 0.005, α 0.2) with
+  the OMPO dynamics schedule, for a GPU. ``<preset>_parseval`` selects the Parseval baseline.
+
+``--config.algo=sac|adarl|parseval`` switches the upper level with everything else equal.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments import harness
+
+
+def base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.algo = "adarl"  # "sac" | "adarl" | "parseval" (adarl.train.ALGOS)
+    c.seed = 0  # root seed; seeds of the vmapped runs are split from it
+    c.num_seeds = 1  # runs vmapped in one process
+
+    c.env = ml_collections.ConfigDict()
+    c.env.name = "PendulumSwingup"  # adarl.envs.names()
+    c.env.overrides = ml_collections.ConfigDict()  # kwargs of adarl.envs.make
+    c.env.episode_length = 1000  # in simulator control steps (as brax/playground wrappers)
+    c.env.action_repeat = 1
+
+    c.dynamics = ml_collections.ConfigDict()
+    c.dynamics.sampler = "nominal"  # training dynamics: nominal | box | wasserstein | ompo
+    c.dynamics.params = ()  # parameter names; () = the env's default_params
+    c.dynamics.kwargs = ml_collections.ConfigDict()  # kwargs of adarl.dynamics.make_sampler
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_envs = 8  # parallel envs (transitions per training step)
+    c.train.num_updates = 100  # harness updates (log/checkpoint unit)
+    c.train.steps_per_update = 250  # training steps per update
+    c.train.grad_updates_per_step = 8  # gradient steps per training step (update ratio)
+    c.train.prefill_steps = 5000  # uniform-random transitions before learning (Spinning Up 10k)
+    c.train.replay_size = 1_000_000
+    c.train.batch_size = 256
+    c.train.checkpoint_every = 10  # updates
+    c.train.eval_every = 5  # updates (0: only at the end)
+
+    c.sac = ml_collections.ConfigDict()
+    c.sac.lr = 3e-3  # AdaRL App. A.2.1 (both networks)
+    c.sac.lr_schedule = "cosine"  # "cosine" (run-long, ADARL.md §6) | "constant"
+    c.sac.warmup_steps = 2000  # linear warm-up at the start and after every reset (§2.6)
+    c.sac.min_lr_ratio = 0.0  # cosine floor (min LR 0, ADARL.md §6)
+    c.sac.gamma = 0.99
+    c.sac.tau = 0.005  # Polyak 0.995
+    c.sac.reward_scaling = 1.0
+    c.sac.alpha = ml_collections.ConfigDict()
+    c.sac.alpha.mode = "fixed"  # "fixed" (Spinning Up) | "auto" (SAC v2 / brax)
+    c.sac.alpha.init = 0.2  # α (fixed) or its initial value (auto)
+    c.sac.alpha.lr = 3e-4  # temperature Adam lr (brax's hard-coded value, surfaced)
+    c.sac.alpha.target_entropy_scale = -1.0  # H̄ = scale·|A| (SAC: −1; brax: −0.5)
+
+    c.network = ml_collections.ConfigDict()
+    c.network.hidden = (64, 64)  # AdaRL App. A.2.1
+    c.network.low_rank = True  # factorise hidden->hidden layers as A·B (all algos, equal nets)
+    c.network.normalize_observations = True
+    c.network.diag_layer = False  # Parseval's per-unit scale layer (ADARL.md §7.2)
+    c.network.learnable_input_scale = False  # Parseval's learnable input scale
+
+    c.lowrank = ml_collections.ConfigDict()
+    c.lowrank.rank_max = 64  # R: bottleneck width (fixed; the mask sets the rank)
+    c.lowrank.init_rank = 64  # "high" initial rank (ADARL.md §6)
+    c.lowrank.rule = "eq14"  # "eq14" | "eq16" | "energy" (adarl.lowrank registry)
+    c.lowrank.beta = 0.98
+    c.lowrank.interval = 1_000_000  # d_t in gradient steps
+    c.lowrank.max_truncations = 0  # 0: unlimited
+    c.lowrank.target_mode = "copy"  # target critics at a truncation: "copy" | "project"
+
+    c.parseval = ml_collections.ConfigDict()
+    c.parseval.lam = 1e-4  # λ ∈ {1e-3, 1e-4, 1e-5} (AdaRL A.2.1)
+    c.parseval.s = 2.0
+    c.parseval.width_scaling = True  # [PAR-code]'s (64/width)² factor
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_episodes = 10  # deterministic episodes per evaluation (ADARL.md §6)
+    c.eval.grid_params = ()  # two (or one) parameter names; () = first two of the spec
+    c.eval.grid_scales = (0.5, 0.75, 1.0, 1.25, 1.5)  # multipliers of the nominal value
+    c.eval.grid_episodes = 4  # episodes per grid point
+    return c
+
+
+def smoke() -> ml_collections.ConfigDict:
+    c = base()
+    c.num_seeds = 2
+    c.env.episode_length = 40
+    c.env.action_repeat = 2
+    c.dynamics.sampler = "box"
+    c.train.num_envs = 4
+    c.train.num_updates = 4
+    c.train.steps_per_update = 5
+    c.train.grad_updates_per_step = 2
+    c.train.prefill_steps = 64
+    c.train.replay_size = 2048
+    c.train.batch_size = 32
+    c.train.checkpoint_every = 2
+    c.train.eval_every = 2
+    c.network.hidden = (16, 16)
+    c.lowrank.rank_max = 16
+    c.lowrank.init_rank = 16
+    c.lowrank.interval = 10
+    c.sac.warmup_steps = 5
+    c.eval.num_episodes = 2
+    c.eval.grid_scales = (0.8, 1.2)
+    c.eval.grid_episodes = 1
+    return c
+
+
+def cpu() -> ml_collections.ConfigDict:
+    c = base()
+    c.num_seeds = 5
+    c.env.name = "CartpoleSwingup"
+    c.env.episode_length = 1000
+    c.env.action_repeat = 8  # PlaNet/CURL setting: 125 decisions per episode
+    c.dynamics.sampler = "box"  # pole and cart mass, nominal ± 30% (uniform per episode)
+    c.dynamics.params = ("mass:pole_1", "mass:cart")
+    c.dynamics.kwargs.width = 0.3
+    c.train.num_envs = 4
+    c.train.num_updates = 20
+    c.train.steps_per_update = 250  # 1000 transitions, 1000 gradient steps per update
+    c.train.grad_updates_per_step = 4
+    c.train.prefill_steps = 1000
+    c.train.replay_size = 100_000
+    c.train.batch_size = 256
+    c.train.checkpoint_every = 5
+    c.train.eval_every = 5
+    c.sac.lr = 1e-3
+    c.sac.warmup_steps = 500  # scaled down with d_t (paper: 2000 at d_t = 1M)
+    c.lowrank.interval = 4000  # d_t: truncations at 4k, 8k, 12k, 16k gradient steps
+    c.eval.grid_scales = (0.5, 0.75, 1.0, 1.5, 2.0)  # beyond the ±30% training box
+    return c
+
+
+def _paper(env: str, interval: int) -> ml_collections.ConfigDict:
+    c = base()
+    c.num_seeds = 5
+    c.env.name = env
+    c.env.episode_length = 1000
+    c.dynamics.sampler = "ompo"
+    c.dynamics.kwargs.task = env.lower()
+    c.train.num_envs = 1  # Spinning Up: one env, update_every 50 with 50 gradient steps
+    c.train.steps_per_update = 4000  # Spinning Up's epoch
+    c.train.grad_updates_per_step = 1
+    c.train.num_updates = 1000  # 4M steps: 4 phases at d_t = 1M (a guess, ADARL.md §6)
+    c.train.prefill_steps = 10_000
+    c.train.replay_size = 1_000_000
+    c.train.batch_size = 100
+    c.train.checkpoint_every = 25
+    c.train.eval_every = 25
+    c.sac.lr = 3e-3
+    c.lowrank.interval = interval
+    c.eval.grid_scales = (0.5, 0.75, 1.0, 1.25, 1.5)
+    return c
+
+
+PRESETS = {
+    "smoke": smoke,
+    "cpu": cpu,
+    "hopper": lambda: _paper("Hopper", 1_000_000),
+    "walker2d": lambda: _paper("Walker2d", 700_000),
+    "ant": lambda: _paper("Ant", 1_000_000),
+    "humanoid": lambda: _paper("Humanoid", 1_000_000),
+}
+for _name in ("cpu", "hopper", "walker2d", "ant", "humanoid"):
+    PRESETS[f"{_name}_parseval"] = (lambda f: lambda: _with_algo(f(), "parseval"))(PRESETS[_name])
+
+
+def _with_algo(c: ml_collections.ConfigDict, algo: str) -> ml_collections.ConfigDict:
+    c.algo = algo
+    return c
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    return harness.select_preset(PRESETS, preset or "cpu")
