@@ -46,7 +46,7 @@ def rank_mask(rank: jax.Array, rank_max: int, dtype=jnp.float32) -> jax.Array:
 
 
 class LowRankDense(nn.Module):
-    """``y = ((x A) ⊙ mask(rank)) B + b``: a dense layer of rank <= ``rank`` (ADARL.md §5.1).
+    """``y = x ((A ⊙ mask(rank)) B) + b``: a dense layer of rank <= ``rank`` (ADARL.md §5.1).
 
     Params: ``A`` f32 (in, R), ``B`` f32 (R, out), ``bias`` f32 (out,). ``rank``: i32 () traced.
     """
@@ -64,7 +64,11 @@ class LowRankDense(nn.Module):
         a = self.param("A", lambda _: init_a)
         b = self.param("B", lambda _: init_b)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return ((x @ a) * rank_mask(rank, self.rank_max, x.dtype)) @ b + bias
+        # Form the (in, out) product once instead of masking a (batch, R) activation: the same
+        # function and gradients (masked columns of A and rows of B still get zero gradient), at
+        # the cost of a dense layer for the large batches SAC uses.
+        kernel = (a * rank_mask(rank, self.rank_max, a.dtype)) @ b
+        return x @ kernel + bias
 
 
 class DiagLayer(nn.Module):
