@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flowrl.aggregation import agg_loss, seq_mean
 from flowrl.types import AggMode, Array, LossConfig, LossInputs, Metrics, check_name
@@ -216,15 +217,16 @@ def hpt_switch(num_correct: Array, gate: int) -> tuple[Array, Array]:
 
 # (on, sft) coefficients of the "soft" strategy, soft_type=1, for k = 0..5+ (FLOWRL.md §4.3 table;
 # k = 0 behaves like the switch: SFT only).
-_SOFT_ON = jnp.array([0.0, 0.0, 0.125, 0.25, 0.5, 1.0], jnp.float32)
-_SOFT_SFT = jnp.array([1.0, 1.0, 0.5, 0.25, 0.125, 0.0], jnp.float32)
+# numpy, not jnp: module constants must not touch the device at import time.
+_SOFT_ON = np.array([0.0, 0.0, 0.125, 0.25, 0.5, 1.0], np.float32)
+_SOFT_SFT = np.array([1.0, 1.0, 0.5, 0.25, 0.125, 0.0], np.float32)
 
 
 def hpt_soft_coefficients(num_correct: Array) -> tuple[Array, Array]:
     """Graded ``soft`` HPT coefficients (rl f32[P], sft f32[P]) for k = #correct (k >= 5: RL only).
     The k = 0 row (not in the table) is taken as pure SFT, as in the switch."""
     k = jnp.clip(num_correct, 0, 5).astype(jnp.int32)
-    return _SOFT_ON[k], _SOFT_SFT[k]
+    return jnp.asarray(_SOFT_ON)[k], jnp.asarray(_SOFT_SFT)[k]
 
 
 def hpt_mixed_loss(
