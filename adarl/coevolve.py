@@ -1,0 +1,446 @@
+"""Coevolution of a policy and its wind tunnel: train, attack, remember failures, gate.
+
+SAFETY_AND_ANALYSIS.md §1.6 (feature A3): R²AI's "continual feedback loops in which safety and
+capability coevolve" (arXiv 2509.06786, abstract), with the ReSI-style Pareto gate (secondary
+source) and a bounded failure bank ("immune memory"). Each round:
+
+1. fine-tune the last accepted policy on a mixture of the training distribution and the failure
+   bank's parameters (prioritised by severity);
+2. run the wind tunnel on a fixed protocol (fixed keys, fixed ball) against the candidate;
+3. insert its failures into the bank (deduplicated by scaled distance, capacity-bounded: a new
+   failure replaces the least severe entry only if it is more severe);
+4. **gate**: accept the candidate only if its worst-case return improves by at least
+   ``min_improvement`` over the last accepted one **and** its nominal return falls by at most
+   ``nominal_budget`` (and, optionally, its mean return on the bank's past failures falls by at
+   most ``regression_tol``, the regression suite);
+5. stop after ``patience`` consecutive rejections or ``max_rounds`` rounds.
+
+The bank and gate are pure functions tested on fake metric streams; :func:`run` is the host loop,
+generic in the training and evaluation callbacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Failure bank
+# ---------------------------------------------------------------------------------------------
+
+
+class FailureBank(NamedTuple):
+    """A fixed-capacity set of failure parameters (C slots, d parameters).
+
+    params: f32 (C, d) physical parameters; severity: f32 (C,) ≥ 0 (return shortfall from the
+    nominal return); seed: i32 (C,) evaluation seed that reproduces the failure; valid: bool (C,).
+    """
+
+    params: jax.Array
+    severity: jax.Array
+    seed: jax.Array
+    valid: jax.Array
+
+
+def bank_init(capacity: int, dim: int) -> FailureBank:
+    if not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+    return FailureBank(
+        jnp.zeros((capacity, dim)),
+        jnp.zeros((capacity,)),
+        jnp.zeros((capacity,), jnp.int32),
+        jnp.zeros((capacity,), bool),
+    )
+
+
+def bank_insert(
+    bank: FailureBank,
+    params: jax.Array,
+    severity: jax.Array,
+    seed: jax.Array,
+    *,
+    scale: jax.Array,
+    min_distance: float,
+) -> FailureBank:
+    """Inserts one failure (params f32 (d,)): a duplicate (within ``min_distance`` in scaled
+    units of a valid entry) only raises that entry's severity; otherwise it fills a free slot, or
+    replaces the least severe entry if it is more severe. Pure and jit-able."""
+    dist = jnp.linalg.norm((bank.params - params) / scale, axis=-1)
+    dist = jnp.where(bank.valid, dist, jnp.inf)
+    nearest = jnp.argmin(dist)
+    is_dup = dist[nearest] < min_distance
+    free = jnp.argmin(bank.valid)  # first False slot (0 if all valid)
+    has_free = ~bank.valid[free]
+    weakest = jnp.argmin(jnp.where(bank.valid, bank.severity, jnp.inf))
+    slot = jnp.where(has_free, free, weakest)
+    replace = ~is_dup & (has_free | (severity > bank.severity[weakest]))
+
+    dup_sev = bank.severity.at[nearest].max(severity)
+    dup_seed = bank.seed.at[nearest].set(
+        jnp.where(severity > bank.severity[nearest], seed, bank.seed[nearest])
+    )
+    new = FailureBank(
+        params=jnp.where(replace, bank.params.at[slot].set(params), bank.params),
+        severity=jnp.where(
+            is_dup, dup_sev, jnp.where(replace, bank.severity.at[slot].set(severity), bank.severity)
+        ),
+        seed=jnp.where(
+            is_dup, dup_seed, jnp.where(replace, bank.seed.at[slot].set(seed), bank.seed)
+        ),
+        valid=jnp.where(replace, bank.valid.at[slot].set(True), bank.valid),
+    )
+    return new
+
+
+def bank_insert_many(bank, params, severity, seed, *, scale, min_distance) -> FailureBank:
+    """Inserts failures params (n, d), severity (n,), seed (n,) in order (``lax.scan``)."""
+
+    def body(b, item):
+        p, s, sd = item
+        return bank_insert(b, p, s, sd, scale=scale, min_distance=min_distance), None
+
+    bank, _ = jax.lax.scan(
+        body,
+        bank,
+        (jnp.asarray(params, jnp.float32), jnp.asarray(severity, jnp.float32),
+         jnp.asarray(seed, jnp.int32)),
+    )  # fmt: skip
+    return bank
+
+
+def bank_sample(bank: FailureBank, key: jax.Array, n: int, eps: float = 1e-3) -> jax.Array:
+    """i32 (n,) indices of valid entries drawn with probability ∝ severity + eps (PLR-style)."""
+    logits = jnp.where(bank.valid, jnp.log(bank.severity + eps), -jnp.inf)
+    return jax.random.categorical(key, logits, shape=(n,))
+
+
+def bank_size(bank: FailureBank) -> int:
+    return int(np.sum(np.asarray(bank.valid)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Gate
+# ---------------------------------------------------------------------------------------------
+
+
+class RoundMetrics(NamedTuple):
+    """Evaluation of one checkpoint under the fixed protocol: nominal return, worst-case return
+    found by the wind tunnel, and (optional) mean return on the bank's stored failures."""
+
+    nominal: float
+    worst: float
+    bank_return: float | None = None
+
+
+def gate(
+    reference: RoundMetrics,
+    candidate: RoundMetrics,
+    *,
+    min_improvement: float,
+    nominal_budget: float,
+    regression_tol: float | None = None,
+    reference_bank_return: float | None = None,
+) -> tuple[bool, str]:
+    """Pareto gate: accept iff ``worst`` improves by ≥ ``min_improvement`` and ``nominal`` falls by
+    ≤ ``nominal_budget`` (and the bank return falls by ≤ ``regression_tol`` against the reference
+    evaluated on the same bank, when given). Returns (accepted, reason)."""
+    if candidate.worst < reference.worst + min_improvement:
+        return False, (
+            f"worst case {candidate.worst:.4g} < reference {reference.worst:.4g} + "
+            f"{min_improvement:g}"
+        )
+    if candidate.nominal < reference.nominal - nominal_budget:
+        return False, (
+            f"nominal {candidate.nominal:.4g} fell more than {nominal_budget:g} below "
+            f"{reference.nominal:.4g}"
+        )
+    if regression_tol is not None and reference_bank_return is not None:
+        cand = candidate.bank_return
+        if cand is not None and cand < reference_bank_return - regression_tol:
+            return False, (
+                f"regression: return on past failures {cand:.4g} < {reference_bank_return:.4g} "
+                f"- {regression_tol:g}"
+            )
+    return True, "accepted"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loop
+# ---------------------------------------------------------------------------------------------
+
+
+class Attack(NamedTuple):
+    """What the wind tunnel reports about a checkpoint: metrics and failures params (n, d),
+    returns (n,), seeds (n,)."""
+
+    metrics: RoundMetrics
+    failure_params: np.ndarray
+    failure_returns: np.ndarray
+    failure_seeds: np.ndarray
+
+
+def run(
+    state: Any,
+    *,
+    train_round: Callable[[Any, FailureBank, jax.Array], Any],
+    attack: Callable[[Any, FailureBank], Attack],
+    key: jax.Array,
+    dim: int,
+    scale: np.ndarray,
+    capacity: int = 64,
+    min_distance: float = 0.05,
+    max_rounds: int = 3,
+    patience: int = 2,
+    min_improvement: float = 0.0,
+    nominal_budget: float = 0.0,
+    regression_tol: float | None = None,
+    bank_return: Callable[[Any, FailureBank], float] | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[Any, FailureBank, list[dict[str, Any]]]:
+    """The coevolution loop; returns (last accepted state, bank, per-round history).
+
+    Args:
+      state: initial (pre-trained) policy/training state.
+      train_round: ``(state, bank, key) -> state`` fine-tunes on the bank-augmented dynamics.
+      attack: ``(state, bank) -> Attack``, the wind tunnel on the fixed protocol.
+      bank_return: optional ``(state, bank) -> float`` mean return on the bank's failures (the
+        regression suite); used by the gate when ``regression_tol`` is set.
+    """
+    scale_j = jnp.asarray(scale, jnp.float32)
+    bank = bank_init(capacity, dim)
+
+    def remember(bank, att: Attack):
+        if len(att.failure_returns) == 0:
+            return bank
+        severity = np.maximum(att.metrics.nominal - np.asarray(att.failure_returns), 0.0)
+        return bank_insert_many(
+            bank, att.failure_params, severity, att.failure_seeds,
+            scale=scale_j, min_distance=min_distance,
+        )  # fmt: skip
+
+    ref_attack = attack(state, bank)
+    reference = ref_attack.metrics
+    bank = remember(bank, ref_attack)
+    history = [{"round": 0, "accepted": True, "reason": "initial", **reference._asdict(),
+                "bank_size": bank_size(bank)}]  # fmt: skip
+    if log:
+        log(history[-1])
+    rejections = 0
+    for r, k in enumerate(jax.random.split(key, max_rounds), start=1):
+        candidate = train_round(state, bank, k)
+        ref_bank = (
+            bank_return(state, bank) if (bank_return and regression_tol is not None) else None
+        )
+        att = attack(candidate, bank)
+        metrics = att.metrics
+        if bank_return is not None and regression_tol is not None:
+            metrics = metrics._replace(bank_return=bank_return(candidate, bank))
+        accepted, reason = gate(
+            reference,
+            metrics,
+            min_improvement=min_improvement,
+            nominal_budget=nominal_budget,
+            regression_tol=regression_tol,
+            reference_bank_return=ref_bank,
+        )
+        bank = remember(bank, att)
+        if accepted:
+            state, reference, rejections = candidate, metrics, 0
+        else:
+            rejections += 1
+        history.append({"round": r, "accepted": accepted, "reason": reason,
+                        **metrics._asdict(), "bank_size": bank_size(bank)})  # fmt: skip
+        if log:
+            log(history[-1])
+        if rejections >= patience:
+            break
+    return state, bank, history
+
+
+# ---------------------------------------------------------------------------------------------
+# PPO/RNAC in the loop (python -m experiments.coevolve)
+# ---------------------------------------------------------------------------------------------
+
+
+def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
+    """Pre-trains a PPO/RNAC policy (``config.train``, one seed), then runs :func:`run` with the
+    wind tunnel (``config.windtunnel``) as attacker and the failure bank mixed into the training
+    dynamics through :func:`adarl.windtunnel.failure_sampler`. Writes ``coevolve.json`` (rounds,
+    gate decisions, the bank) and ``coevolve.png`` into ``workdir``; returns the JSON dict.
+
+    Each round re-jits the PPO update, because the bank's parameters are constants of the
+    sampler inside the environment wrapper; the attack is compiled once.
+    """
+    import json
+    import os
+
+    import ml_collections
+
+    from adarl import ppo as ppo_lib
+    from adarl import rnac, robust_eval, wrappers
+    from adarl import windtunnel as wt
+    from experiments import harness
+
+    tc = config.train
+    rnac.validate_config(tc)
+    if tc.num_seeds != 1:
+        raise harness.ConfigError(f"config.train.num_seeds={tc.num_seeds} must be 1 here")
+    for field in ("pretrain_updates", "round_updates", "max_rounds", "patience"):
+        harness.check_int(config, field, lo=1)
+    harness.check_int(config, "bank.capacity", lo=1)
+    harness.check_range(config, "sampler.p_adv", lo=0.0, hi=1.0)
+    wt.validate_config(config.windtunnel)
+    os.makedirs(workdir, exist_ok=True)
+
+    total = config.pretrain_updates + config.max_rounds * config.round_updates
+    ppo_cfg = ml_collections.ConfigDict(tc.ppo.to_dict())
+    ppo_cfg.num_updates = total  # one learning-rate schedule over pre-training and all rounds
+    train_env, eval_env, spec = rnac.make_task(tc)
+    uset = rnac.get_uncertainty(tc.algo, tc.rnac)
+    fns = ppo_lib.make_ppo(ppo_cfg, train_env, uset)
+    state = jax.jit(fns.init)(jax.random.PRNGKey(tc.seed))
+    update = jax.jit(fns.update)
+    for _ in range(config.pretrain_updates):
+        state, _ = update(state)
+
+    def apply(params, obs):
+        actor_params, obs_stats = params
+        obs = ppo_lib.normalize(obs_stats, obs) if tc.ppo.normalize_obs else obs
+        return fns.actor.apply(actor_params, obs)[0]
+
+    def policy_params(st):
+        return jax.tree.map(lambda x: x[None], (st.actor_params, st.obs_stats))
+
+    wc = config.windtunnel
+    steps = robust_eval.num_steps(tc)
+    full_return = robust_eval.make_return_fn(eval_env, spec, apply, steps)
+    names = tuple(wc.params) or spec.names
+    idx = np.array([spec.names.index(n) for n in names])
+    space = wt.Space(names, *(np.asarray(a, np.float64)[idx] for a in (
+        spec.nominal, spec.scale, spec.lower, spec.upper)))  # fmt: skip
+    return_fn = wt._subspace_return_fn(full_return, spec, names)
+    ball = wt.make_ball(wc.ball, space, wc.radius)
+    kwargs = {n: dict(wc[n]) for n in wc.searchers}
+
+    def attack(st, bank):
+        res = wt.search(
+            return_fn, ball, jax.random.PRNGKey(wc.seed), aux=policy_params(st),
+            searchers=tuple(wc.searchers), episodes=wc.episodes, eval_seed=wc.eval_seed,
+            cvar_alpha=wc.cvar_alpha, searcher_kwargs=kwargs,
+        )[0]  # fmt: skip
+        threshold = res.nominal_return - (1.0 - wc.failure_fraction) * abs(res.nominal_return)
+        cases = wt.failure_cases(
+            res, ball, names, threshold=threshold, eval_seed=wc.eval_seed,
+            max_cases=wc.max_failures,
+        )  # fmt: skip
+        full = np.tile(spec.nominal, (len(cases), 1))
+        for i, c in enumerate(cases):
+            full[i, idx] = [c["params"][0][n] for n in names]
+        return Attack(
+            RoundMetrics(res.nominal_return, res.worst_return),
+            full.reshape(-1, spec.dim),
+            np.array([c["return"] for c in cases]),
+            np.full(len(cases), wc.eval_seed),
+        )
+
+    eval_keys = jax.random.split(jax.random.PRNGKey(wc.eval_seed), wc.episodes)
+
+    @jax.jit
+    def _bank_return(pp, bank):
+        def one(p):
+            x = jnp.broadcast_to(p, (eval_keys.shape[0], spec.dim))
+            return full_return(x, eval_keys, pp).mean()
+
+        rets = jax.lax.map(one, bank.params)
+        w = bank.valid.astype(jnp.float32)
+        return jnp.sum(rets * w) / jnp.maximum(w.sum(), 1.0)
+
+    def bank_return(st, bank):
+        pp = jax.tree.map(lambda x: x[0], policy_params(st))
+        return float(_bank_return(pp, bank))
+
+    def train_round(st, bank, key):
+        valid = np.asarray(bank.valid)
+        sampler = train_env.sampler
+        if valid.any():
+            sampler = wt.failure_sampler(
+                spec, points=np.asarray(bank.params)[valid],
+                weights=np.asarray(bank.severity)[valid] + 1e-3, p_adv=config.sampler.p_adv,
+                jitter=config.sampler.jitter, base=train_env.sampler,
+            )  # fmt: skip
+        env_r = wrappers.wrap(
+            train_env.env, sampler=sampler, episode_length=train_env.episode_length,
+            action_repeat=train_env.action_repeat,
+        )  # fmt: skip
+        upd = jax.jit(ppo_lib.make_ppo(ppo_cfg, env_r, uset).update)
+        st = st.replace(key=key)
+        for _ in range(config.round_updates):
+            st, _ = upd(st)
+        return st
+
+    log_path = os.path.join(workdir, "coevolve_rounds.jsonl")
+    with open(log_path, "w") as f:
+
+        def log(entry):
+            f.write(json.dumps(entry, default=float) + "\n")
+            f.flush()
+            print(entry)
+
+        state, bank, history = run(
+            state,
+            train_round=train_round,
+            attack=attack,
+            key=jax.random.PRNGKey(tc.seed + 1),
+            dim=spec.dim,
+            scale=spec.scale,
+            capacity=config.bank.capacity,
+            min_distance=config.bank.min_distance,
+            max_rounds=config.max_rounds,
+            patience=config.patience,
+            min_improvement=config.gate.min_improvement,
+            nominal_budget=config.gate.nominal_budget,
+            regression_tol=config.gate.regression_tol if config.gate.use_regression else None,
+            bank_return=bank_return,
+            log=log,
+        )
+    valid = np.asarray(bank.valid)
+    out = {
+        "history": history,
+        "accepted_rounds": sum(1 for h in history[1:] if h["accepted"]),
+        "bank": {
+            "names": list(spec.names),
+            "params": np.asarray(bank.params)[valid].tolist(),
+            "severity": np.asarray(bank.severity)[valid].tolist(),
+            "seed": np.asarray(bank.seed)[valid].tolist(),
+        },
+        "config": config.to_dict(),
+    }
+    with open(os.path.join(workdir, "coevolve.json"), "w") as f:
+        json.dump(out, f, indent=2, default=float)
+    _plot_history(history, os.path.join(workdir, "coevolve.png"))
+    return out
+
+
+def _plot_history(history: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = [h["round"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(r, [h["nominal"] for h in history], "o-", label="nominal")
+    ax.plot(r, [h["worst"] for h in history], "s-", label="wind-tunnel worst case")
+    for h in history:
+        ax.axvline(h["round"], color="g" if h["accepted"] else "r", alpha=0.15)
+    ax.set_xlabel("round (green: accepted, red: rejected)")
+    ax.set_ylabel("return")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

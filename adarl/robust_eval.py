@@ -1,0 +1,367 @@
+"""Robustness evaluation of any trained policy, and the cross-algorithm comparison table.
+
+* :func:`episode_returns`: deterministic returns of a ``policy_fn(obs) -> action`` on a batched
+  environment started under given physical parameters (``reset_with_params``).
+* :func:`evaluate_grid`: returns over a 2-D grid of perturbed parameters (ADARL.md §4 / App. A.2.4:
+  torso × foot length for Hopper/Walker2d, mass × friction elsewhere), saved as JSON and drawn as
+  a heat map.
+* :func:`load_run`: the policy of any run directory, chosen by the ``algo`` in its
+  ``config.json`` through the :data:`LOADERS` registry (SAC/AdaRL/Parseval from
+  ``adarl.train.load_policy``; PPO/RNAC from ``adarl.rnac.load_policy``).
+* :func:`compare`: one table over algorithms × seeds with the interquartile mean (IQM) and
+  percentile-bootstrap confidence intervals over seeds (Agarwal et al., "Deep RL at the Edge of the
+  Statistical Precipice", NeurIPS 2021; ``rliable``'s IQM is ``scipy.stats.trim_mean(x, 0.25)``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+ROBUST_FILE = "robust_eval.json"
+HEATMAP_FILE = "robust_eval.png"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollouts
+# ---------------------------------------------------------------------------------------------
+
+
+def episode_returns(
+    env: Any,
+    policy_fn: Callable[[jax.Array], jax.Array],
+    keys: jax.Array,
+    params: Mapping[str, jax.Array] | None,
+    episode_length: int,
+) -> jax.Array:
+    """Undiscounted return of the first episode of each of ``n`` environments; f32 (n,).
+
+    Args:
+      env: batched environment (``adarl.wrappers.wrap``): ``reset_with_params(keys, params)``,
+        ``reset(keys)``, ``step(state, actions)``.
+      policy_fn: raw obs f32 (n, O) -> actions f32 (n, A) in [-1, 1].
+      keys: (n, 2) reset keys.
+      params: dict name -> f32 (n,) physical parameters, or None (the env's own reset).
+      episode_length: steps to simulate (the wrapper's time limit); rewards after the first
+        ``done`` (the auto-reset's next episode) are masked out.
+    """
+    state = env.reset(keys) if params is None else env.reset_with_params(keys, params)
+
+    def step(carry, _):
+        state, ret, alive = carry
+        state = env.step(state, policy_fn(state.obs))
+        ret = ret + alive * state.reward
+        alive = alive * (1.0 - state.done.astype(jnp.float32))
+        return (state, ret, alive), None
+
+    n = keys.shape[0]
+    (_, ret, _), _ = jax.lax.scan(
+        step, (state, jnp.zeros((n,)), jnp.ones((n,))), None, length=episode_length
+    )
+    return ret
+
+
+def make_return_fn(env: Any, spec: Any, policy_apply, num_steps: int):
+    """``return_fn(x f32 (n, d), keys (n, 2), policy_params) -> f32 (n,)`` on parameter vectors
+    in spec order, with ``policy_apply(policy_params, obs) -> action``.
+
+    The policy parameters are an argument (not closed over), so one compilation serves every
+    seed and checkpoint. This is the objective the wind tunnel minimises (jit-able,
+    differentiable where the simulator is).
+    """
+
+    def return_fn(x, keys, policy_params):
+        policy_fn = functools.partial(policy_apply, policy_params)
+        return episode_returns(env, policy_fn, keys, spec.from_vector(x), num_steps)
+
+    return return_fn
+
+
+def num_steps(config: Any) -> int:
+    """Wrapper steps in one episode: ``ceil(episode_length / action_repeat)``."""
+    return math.ceil(config.env.episode_length / config.env.action_repeat)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grid evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+class GridResult(NamedTuple):
+    """names: the two parameters; values: two f64 arrays (n1,), (n2,) physical values;
+    returns: f64 (n1, n2) mean return over episodes; nominal: mean return at the nominal point."""
+
+    names: tuple[str, str]
+    values: tuple[np.ndarray, np.ndarray]
+    returns: np.ndarray
+    returns_std: np.ndarray
+    nominal: float
+
+
+def grid_points(spec: Any, names: Sequence[str], rel: Sequence[float]) -> tuple[np.ndarray, ...]:
+    """Physical values ``nominal · rel`` (clipped to the spec's bounds) for two parameters."""
+    if len(names) != 2:
+        raise ValueError(f"grid.params must name exactly 2 parameters, got {list(names)}")
+    out = []
+    for n in names:
+        if n not in spec.names:
+            raise ValueError(f"grid parameter {n!r} is not in the task's spec {spec.names}")
+        i = spec.names.index(n)
+        out.append(np.clip(spec.nominal[i] * np.asarray(rel, float), spec.lower[i], spec.upper[i]))
+    return tuple(out)
+
+
+def evaluate_grid(
+    env: Any,
+    spec: Any,
+    policy_apply,
+    policy_params: Any,
+    names: Sequence[str],
+    rel: Sequence[float],
+    key: jax.Array,
+    episodes: int,
+    steps: int,
+) -> list[GridResult]:
+    """Mean deterministic return on every point of ``names[0] × names[1]`` (others nominal).
+
+    ``policy_params`` has a leading seed axis (S, ...); all seeds, grid points and episodes run
+    as one batch with the same reset keys at every grid point (common random numbers). Returns
+    one :class:`GridResult` per seed.
+    """
+    v1, v2 = grid_points(spec, names, rel)
+    n1, n2 = len(v1), len(v2)
+    base = np.tile(spec.nominal.astype(np.float32), (n1, n2, episodes, 1))
+    i1, i2 = spec.names.index(names[0]), spec.names.index(names[1])
+    base[..., i1] = v1[:, None, None]
+    base[..., i2] = v2[None, :, None]
+    x = jnp.asarray(base.reshape(-1, spec.dim))
+    nominal_x = jnp.tile(jnp.asarray(spec.nominal, jnp.float32), (episodes, 1))
+    x = jnp.concatenate([x, nominal_x], axis=0)
+    keys = jnp.tile(jax.random.split(key, episodes), (n1 * n2 + 1, 1))
+    ret_fn = make_return_fn(env, spec, policy_apply, steps)
+    returns = jax.jit(jax.vmap(ret_fn, in_axes=(None, None, 0)))(x, keys, policy_params)
+    returns = np.asarray(returns, np.float64)
+    out = []
+    for r in returns:
+        grid = r[:-episodes].reshape(n1, n2, episodes)
+        out.append(
+            GridResult(
+                tuple(names), (v1, v2), grid.mean(-1), grid.std(-1), float(r[-episodes:].mean())
+            )
+        )
+    return out
+
+
+def grid_to_json(result: GridResult) -> dict[str, Any]:
+    return {
+        "params": list(result.names),
+        "values": [v.tolist() for v in result.values],
+        "returns": result.returns.tolist(),
+        "returns_std": result.returns_std.tolist(),
+        "nominal_return": result.nominal,
+        "grid_mean": float(result.returns.mean()),
+        "grid_min": float(result.returns.min()),
+    }
+
+
+def plot_heatmap(result: GridResult, path: str, title: str = "") -> str:
+    """Heat map of the grid returns (rows: ``names[0]``, columns: ``names[1]``); returns path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    im = ax.imshow(result.returns, origin="lower", cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(result.values[1])), [f"{v:.3g}" for v in result.values[1]])
+    ax.set_yticks(range(len(result.values[0])), [f"{v:.3g}" for v in result.values[0]])
+    ax.set_xlabel(result.names[1])
+    ax.set_ylabel(result.names[0])
+    for (i, j), v in np.ndenumerate(result.returns):
+        ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w", fontsize=7)
+    fig.colorbar(im, ax=ax, label="return")
+    ax.set_title(title or "return over perturbed dynamics")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading any run: algo (from config.json) -> loader
+# ---------------------------------------------------------------------------------------------
+
+
+class RunPolicies(NamedTuple):
+    """The policies of every seed of one run directory.
+
+    params: pytree with a leading seed axis (S, ...); apply: ``(params_s, obs (..., O)) ->
+    deterministic action (..., A)`` in [-1, 1]; config: the run's ConfigDict; num_seeds: S.
+    """
+
+    params: Any
+    apply: Callable[[Any, jax.Array], jax.Array]
+    config: Any
+    num_seeds: int
+
+
+def _load_sac(workdir: str) -> RunPolicies:
+    from adarl import train
+
+    agents, fns, config = train.load_agents(workdir)
+    return RunPolicies(agents, fns.policy, config, int(config.num_seeds))
+
+
+def _load_rnac(workdir: str) -> RunPolicies:
+    from adarl import rnac
+
+    return rnac.load_policies(workdir)
+
+
+# algo (config.json's "algo") -> loader of the stacked per-seed policies. SAC/AdaRL/Parseval use
+# adarl.train (issue 6): ``load_agents`` gives the parameters so that they are traced arguments
+# (``load_policy``'s closures would make every seed recompile the MJX rollout).
+LOADERS: dict[str, Callable[[str], RunPolicies]] = {
+    "sac": _load_sac,
+    "adarl": _load_sac,
+    "parseval": _load_sac,
+    "ppo": _load_rnac,
+    "rnac_ds": _load_rnac,
+    "rnac_ipm": _load_rnac,
+}
+
+
+def read_run_config(workdir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a run directory?")
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_run(workdir: str) -> RunPolicies:
+    """The per-seed policies of any run, by the ``algo`` of its ``config.json`` (registry)."""
+    algo = read_run_config(workdir).get("algo")
+    if algo not in LOADERS:
+        raise ValueError(f"no policy loader for algo={algo!r}; registered: {sorted(LOADERS)}")
+    return LOADERS[algo](workdir)
+
+
+def make_eval_task(config: Any):
+    """(batched evaluation env carrying the spec, ParamSpec) from a run's ``env``/``dynamics``
+    config fields (shared by every trainer's config)."""
+    from adarl import dynamics, envs, params, wrappers
+
+    env = envs.make(config.env.name, **dict(config.env.get("overrides", {}) or {}))
+    spec = params.param_spec(env, tuple(config.dynamics.params) or None)
+    eval_env = wrappers.wrap(
+        env,
+        sampler=dynamics.nominal_sampler(spec),
+        episode_length=config.env.episode_length,
+        action_repeat=config.env.action_repeat,
+    )
+    return eval_env, spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and the comparison table
+# ---------------------------------------------------------------------------------------------
+
+
+def iqm(x: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle 50% (``trim_mean(x, 0.25)``)."""
+    return float(scipy.stats.trim_mean(np.asarray(x, np.float64), 0.25))
+
+
+def bootstrap_ci(
+    x: Sequence[float],
+    stat: Callable[[np.ndarray], float] = iqm,
+    *,
+    reps: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``(1 - alpha)`` interval of ``stat`` over resampled seeds."""
+    x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(reps, x.size))
+    stats = np.array([stat(x[i]) for i in idx])
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+METRICS: dict[str, tuple[str, str]] = {
+    # table column -> (file in the run directory, JSON field)
+    "nominal": (ROBUST_FILE, "nominal_return"),
+    "grid_mean": (ROBUST_FILE, "grid_mean"),
+    "worst_case": ("windtunnel.json", "worst_return"),
+}
+
+
+def collect(runs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, list[float]]]:
+    """algo -> metric -> per-seed values read from each run's JSON files (missing: skipped).
+
+    A field may hold one value or a list (one per vmapped seed of the run)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for algo, workdirs in runs.items():
+        table = out.setdefault(algo, {m: [] for m in METRICS})
+        for wd in workdirs:
+            for metric, (fname, field) in METRICS.items():
+                path = os.path.join(wd, fname)
+                if os.path.exists(path):
+                    with open(path) as f:
+                        value = json.load(f).get(field)
+                    if isinstance(value, list):
+                        table[metric].extend(float(v) for v in value)
+                    elif value is not None:
+                        table[metric].append(float(value))
+    return out
+
+
+def compare(runs: Mapping[str, Sequence[str]], *, reps: int = 2000, seed: int = 0):
+    """Summary per algorithm and metric: n, IQM, 95% bootstrap CI of the IQM, mean, std.
+
+    Returns (rows: dict algo -> metric -> stats dict, markdown table string).
+    """
+    data = collect(runs)
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    for algo, metrics in data.items():
+        rows[algo] = {}
+        for metric, values in metrics.items():
+            v = np.asarray(values, np.float64)
+            lo, hi = bootstrap_ci(v, reps=reps, seed=seed) if v.size else (np.nan, np.nan)
+            rows[algo][metric] = {
+                "n": int(v.size),
+                "iqm": iqm(v) if v.size else float("nan"),
+                "ci_low": lo,
+                "ci_high": hi,
+                "mean": float(v.mean()) if v.size else float("nan"),
+                "std": float(v.std(ddof=1)) if v.size > 1 else float("nan"),
+            }
+    header = (
+        "| algo | seeds | " + " | ".join(f"{m} IQM [95% CI] (mean ± std)" for m in METRICS) + " |"
+    )
+    lines = [header, "|" + "---|" * (len(METRICS) + 2)]
+    for algo, metrics in rows.items():
+        cells = []
+        for m in METRICS:
+            s = metrics[m]
+            cells.append(
+                "n/a" if s["n"] == 0 else
+                f"{s['iqm']:.1f} [{s['ci_low']:.1f}, {s['ci_high']:.1f}] "
+                f"({s['mean']:.1f} ± {s['std']:.1f})"
+            )  # fmt: skip
+        n = max(metrics[m]["n"] for m in METRICS)
+        lines.append(f"| {algo} | {n} | " + " | ".join(cells) + " |")
+    return rows, "\n".join(lines)

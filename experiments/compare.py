@@ -1,0 +1,66 @@
+"""One table over algorithms × seeds: nominal return, mean over the perturbation grid, and the
+wind-tunnel worst case, each as IQM with a 95% bootstrap CI and mean ± std over seeds.
+
+    python -m experiments.compare --out /work/results/compare_cpu \
+        --run /work/results/adarl/cpu_sac --run /work/results/adarl/cpu_adarl \
+        --run rnac_ds=/work/results/rnac/cpu_rnac_ds [--evaluate]
+
+``--run [label=]DIR[,DIR...]``: run directories (one per process; each may hold several vmapped
+seeds); the label defaults to the ``algo`` of the run's ``config.json``. ``--evaluate`` first runs
+the wind tunnel (grid + search, ``experiments/configs/windtunnel.py``) on directories that lack
+``windtunnel.json``.
+"""
+
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from adarl import robust_eval, windtunnel
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("run", [], "[label=]DIR[,DIR...] run directories.")
+flags.DEFINE_string("out", None, "Directory for compare.json and compare.md.")
+flags.DEFINE_bool("evaluate", False, "Run the wind tunnel where windtunnel.json is missing.")
+flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples.")
+config_flags.DEFINE_config_file(
+    "config",
+    os.path.join(os.path.dirname(__file__), "configs", "windtunnel.py") + ":cpu",
+    "Wind-tunnel config used with --evaluate.",
+    lock_config=True,
+)
+flags.mark_flags_as_required(["out"])
+
+
+def parse_runs(specs):
+    runs: dict[str, list[str]] = {}
+    for spec in specs:
+        label, _, dirs = spec.rpartition("=")
+        for d in dirs.split(","):
+            name = label or robust_eval.read_run_config(d).get("algo", os.path.basename(d))
+            runs.setdefault(name, []).append(d)
+    return runs
+
+
+def main(argv):
+    del argv
+    runs = parse_runs(FLAGS.run)
+    if not runs:
+        raise app.UsageError("give at least one --run")
+    if FLAGS.evaluate:
+        for dirs in runs.values():
+            for d in dirs:
+                if not os.path.exists(os.path.join(d, windtunnel.WINDTUNNEL_FILE)):
+                    windtunnel.evaluate_run(d, FLAGS.config)
+    rows, table = robust_eval.compare(runs, reps=FLAGS.bootstrap_reps)
+    os.makedirs(FLAGS.out, exist_ok=True)
+    with open(os.path.join(FLAGS.out, "compare.json"), "w") as f:
+        json.dump({"runs": runs, "rows": rows}, f, indent=2)
+    with open(os.path.join(FLAGS.out, "compare.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    app.run(main)
