@@ -76,7 +76,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field ``make_train`` reads; raises harness.ConfigError (a ValueError)."""
     from experiments import harness
 
+    from adarl import dynamics as dynamics_lib
+    from adarl import envs as envs_lib
+
     harness.check_choice(config, "algo", tuple(ALGOS))
+    harness.check_choice(config, "env.name", envs_lib.names())
+    harness.check_choice(config, "dynamics.sampler", tuple(dynamics_lib.SAMPLERS))
     harness.check_int(config, "num_seeds", lo=1)
     harness.check_int(config, "seed", lo=0)
     harness.check_int(config, "env.episode_length", lo=1)

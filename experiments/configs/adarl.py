@@ -145,7 +145,7 @@ def cpu() -> ml_collections.ConfigDict:
 def _paper(env: str, interval: int) -> ml_collections.ConfigDict:
     c = base()
     c.num_seeds = 5
-    c.env.name = env
+    c.env.name = env.lower()  # adarl.envs registers the Gym-style tasks in lower case
     c.env.episode_length = 1000
     c.dynamics.sampler = "ompo"
     c.dynamics.kwargs.task = env.lower()

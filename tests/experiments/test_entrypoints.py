@@ -37,3 +37,34 @@ def test_bad_config_fails_fast_with_a_clear_message(tmp_path, name, flags, expec
     # Nothing was compiled and nothing was written to the workdir.
     assert "Finished XLA compilation" not in text and "Compiling" not in text, text[-2000:]
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def _validators():
+    from adarl import rnac
+    from adarl import train as adarl_train
+    from adarl import windtunnel
+    from experiments.configs import adarl as adarl_cfg
+    from experiments.configs import flowrl as flowrl_cfg
+    from experiments.configs import rnac as rnac_cfg
+    from experiments.configs import ssm as ssm_cfg
+    from experiments.configs import windtunnel as windtunnel_cfg
+    from flowrl import trainer as flowrl_trainer
+    from ssm import train as ssm_train
+
+    return [
+        (adarl_cfg, adarl_train.validate),
+        (rnac_cfg, rnac.validate_config),
+        (windtunnel_cfg, windtunnel.validate_config),
+        (ssm_cfg, ssm_train.validate_config),
+        (flowrl_cfg, flowrl_trainer.validate_config),
+    ]
+
+
+def test_every_preset_validates():
+    """Every preset of every experiment passes its trainer's checks (GPU presets included)."""
+    checked = 0
+    for module, validate in _validators():
+        for preset in module.PRESETS:
+            validate(module.get_config(preset))
+            checked += 1
+    assert checked >= 20
