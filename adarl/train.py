@@ -74,10 +74,9 @@ def get_algo(name: str) -> AlgoSpec:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field ``make_train`` reads; raises harness.ConfigError (a ValueError)."""
-    from experiments import harness
-
     from adarl import dynamics as dynamics_lib
     from adarl import envs as envs_lib
+    from experiments import harness
 
     harness.check_choice(config, "algo", tuple(ALGOS))
     harness.check_choice(config, "env.name", envs_lib.names())

@@ -40,9 +40,8 @@ def test_bad_config_fails_fast_with_a_clear_message(tmp_path, name, flags, expec
 
 
 def _validators():
-    from adarl import rnac
+    from adarl import rnac, windtunnel
     from adarl import train as adarl_train
-    from adarl import windtunnel
     from experiments.configs import adarl as adarl_cfg
     from experiments.configs import flowrl as flowrl_cfg
     from experiments.configs import rnac as rnac_cfg
