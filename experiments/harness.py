@@ -266,6 +266,10 @@ def plot_curves(workdir: str, plots: Mapping[str, Sequence[str]], x_key: str = "
 
 def _checkpoint_manager(workdir: str, keep: int):
     import orbax.checkpoint as ocp
+    from absl import logging as absl_logging
+
+    # Orbax logs every save and restore at INFO through absl; keep the console readable.
+    absl_logging.set_verbosity(absl_logging.WARNING)
 
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(
@@ -347,11 +351,8 @@ def run_experiment(
       The summary dict (also written to ``summary.json``); ``{"interrupted": True, ...}`` if
       stopped by ``stop_after``.
     """
-    from absl import logging as absl_logging
     from tqdm.auto import tqdm
 
-    # Orbax logs every save at INFO through absl; keep the console for the progress bar.
-    absl_logging.set_verbosity(absl_logging.WARNING)
     if num_updates < 1:
         raise ConfigError(f"num_updates={num_updates} must be >= 1")
     if checkpoint_every < 1:
