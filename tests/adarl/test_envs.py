@@ -142,7 +142,7 @@ def test_gym_reward_and_geometry_edit_in_mjx(name):
     torso = env.mj_model.body("torso").id
     z0 = np.asarray(state.data.xpos[:, torso, 2])
     np.testing.assert_allclose(z0, 1.05 + np.asarray(grid["torso_length"]), atol=0.02)
-    act = jnp.full((2, env.action_size), 0.3)
+    act = jnp.full((2, env.action_size), 0.3, jnp.float32)  # not weak-typed: one compile
     x_before = np.asarray(state.data.xpos[:, torso, 0])
     nxt = step(state, act)
     x_vel = (np.asarray(nxt.data.xpos[:, torso, 0]) - x_before) / env.dt
