@@ -76,16 +76,19 @@ def critic_loss(
     err = (q - target) * (1.0 - batch.truncation)
     td = 0.5 * jnp.mean(err**2, axis=-1).sum()
     metrics = {"critic_loss": td, "q_mean": jnp.mean(q)}
-    loss = td
+    return _add_parseval(
+        td, metrics, cfg, "critic_parseval", parseval.critic_kernels, critic_params, critic_rank
+    )
+
+
+def _add_parseval(loss, metrics, cfg: LossConfig, name: str, kernels_fn, params, rank):
+    """Adds the Parseval penalty (ADARL.md §7.2) of ``kernels_fn(params, rank)`` when λ > 0."""
     if cfg.parseval_lam > 0:
         pen = parseval.penalty(
-            parseval.critic_kernels(critic_params, critic_rank),
-            cfg.parseval_lam,
-            cfg.parseval_s,
-            cfg.parseval_width_scaling,
+            kernels_fn(params, rank), cfg.parseval_lam, cfg.parseval_s, cfg.parseval_width_scaling
         )
         loss = loss + pen
-        metrics["critic_parseval"] = pen
+        metrics[name] = pen
     return loss, metrics
 
 
@@ -105,17 +108,9 @@ def actor_loss(
     q = nets.critic.apply(critic_params, batch.obs, action, critic_rank)
     pi_loss = jnp.mean(alpha * logp - jnp.min(q, axis=0))
     metrics = {"actor_loss": pi_loss, "entropy": -jnp.mean(logp)}
-    loss = pi_loss
-    if cfg.parseval_lam > 0:
-        pen = parseval.penalty(
-            parseval.actor_kernels(actor_params, actor_rank),
-            cfg.parseval_lam,
-            cfg.parseval_s,
-            cfg.parseval_width_scaling,
-        )
-        loss = loss + pen
-        metrics["actor_parseval"] = pen
-    return loss, metrics
+    return _add_parseval(
+        pi_loss, metrics, cfg, "actor_parseval", parseval.actor_kernels, actor_params, actor_rank
+    )
 
 
 def alpha_loss(log_alpha: jax.Array, logp: jax.Array, target_entropy: float):
