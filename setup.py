@@ -44,7 +44,9 @@ setup(
     version="0.1.0",
     description="AdaRL (adaptive low-rank robust RL), selective-scan SSMs and FlowRL in JAX",
     python_requires=">=3.10",
-    packages=find_packages(include=["adarl*", "ssm*", "flowrl*", "experiments*", "benchmarks*"]),
+    packages=find_packages(
+        include=["harness*", "adarl*", "ssm*", "flowrl*", "experiments*", "benchmarks*"]
+    ),
     package_data={"adarl": ["assets/*.xml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -280,10 +280,10 @@ def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
 
     import ml_collections
 
+    import harness
     from adarl import ppo as ppo_lib
     from adarl import rnac, robust_eval, wrappers
     from adarl import windtunnel as wt
-    from experiments import harness
 
     tc = config.train
     rnac.validate_config(tc)

@@ -218,8 +218,8 @@ def make_task(config: Any):
 
 
 def validate_config(config: Any) -> None:
-    """Raises :class:`experiments.harness.ConfigError` (a ValueError) before anything compiles."""
-    from experiments import harness
+    """Raises :class:`harness.ConfigError` (a ValueError) before anything compiles."""
+    import harness
 
     harness.check_choice(config, "algo", sorted(ALGOS))
     harness.check_int(config, "seed", lo=0)
@@ -271,7 +271,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     Metrics are per seed ``(S,)`` (the harness logs their mean and ``/std``); the evaluation is
     ``config.eval.episodes`` deterministic episodes under the nominal dynamics.
     """
-    from experiments import harness
+    import harness
 
     validate_config(config)
     fns, init, eval_env, spec = make_fns(config)
@@ -314,7 +314,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def _load_states(workdir: str, step: int | None = None):
-    from experiments import harness
+    import harness
 
     config = read_config(workdir)
     fns, init, _, _ = make_fns(config)
@@ -348,7 +348,7 @@ def load_policy(workdir: str, seed_index: int = 0, step: int | None = None):
 
     ``policy_fn``: f32 (..., O) -> f32 (..., A) in [-1, 1]; ``seed_index`` picks one of the
     vmapped seeds. Loads the latest checkpoint (or ``step``) via
-    :func:`experiments.harness.load_state`.
+    :func:`harness.load_state`.
     """
     states, fns, config = _load_states(workdir, step)
     if not 0 <= seed_index < config.num_seeds:

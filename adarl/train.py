@@ -2,7 +2,7 @@
 
 ``make_train(config) -> train(key)`` runs a whole training run as one pure function of the key
 (jit it, vmap it over seeds). ``train_and_evaluate(config, workdir)`` runs the same pieces through
-``experiments.harness.run_experiment`` (metrics, checkpoints, resume, plots) with all seeds of
+``harness.run_experiment`` (metrics, checkpoints, resume, plots) with all seeds of
 ``config.num_seeds`` vmapped in one process, then evaluates under nominal and perturbed dynamics.
 
 The algorithm (``config.algo``, registry :data:`ALGOS`) only switches the upper level with
@@ -74,9 +74,9 @@ def get_algo(name: str) -> AlgoSpec:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field ``make_train`` reads; raises harness.ConfigError (a ValueError)."""
+    import harness
     from adarl import dynamics as dynamics_lib
     from adarl import envs as envs_lib
-    from experiments import harness
 
     harness.check_choice(config, "algo", tuple(ALGOS))
     harness.check_choice(config, "env.name", envs_lib.names())
@@ -733,8 +733,8 @@ def train_and_evaluate(
     ``robustness.png`` (nominal and perturbed-dynamics returns per seed), and adds the
     robustness numbers to ``summary.json`` under ``"robustness"``.
     """
+    import harness
     from adarl import evaluate as evaluate_lib
-    from experiments import harness
 
     validate(config)
     fns = make_train_fns(config) if fns is None else fns
@@ -805,7 +805,7 @@ def load_agents(
     workdir: str, fns: TrainFns | None = None
 ) -> tuple[AgentState, TrainFns, ml_collections.ConfigDict]:
     """The latest checkpointed agents (leading seed axis (S,)), the train fns and the config."""
-    from experiments import harness
+    import harness
 
     config = load_config(workdir)
     fns = make_train_fns(config) if fns is None else fns

@@ -578,7 +578,7 @@ WINDTUNNEL_FILE = "windtunnel.json"
 
 def validate_config(config: Any) -> None:
     """ValueError naming the field, before anything compiles."""
-    from experiments import harness
+    import harness
 
     harness.check_choice(config, "ball", sorted(BALLS))
     check_searchers(tuple(config.searchers))

@@ -234,8 +234,8 @@ class Batch(NamedTuple):
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises :class:`experiments.harness.ConfigError` (a ValueError) naming a bad field."""
-    from experiments import harness
+    """Raises :class:`harness.ConfigError` (a ValueError) naming a bad field."""
+    import harness
 
     harness.check_choice(config, "task", sorted(tasks.TASKS))
     harness.check_choice(config, "rl.algo", sorted(ALGORITHMS))
@@ -719,13 +719,13 @@ def train_and_evaluate(
     config, workdir: str, backend: Any = None, trainer: Trainer | None = None
 ) -> dict:
     """Validates ``config``, warm-starts with SFT, then runs the RL loop through
-    :func:`experiments.harness.run_experiment` (metrics.jsonl, checkpoints, resume, plots).
+    :func:`harness.run_experiment` (metrics.jsonl, checkpoints, resume, plots).
     The SFT start's evaluation is written to ``workdir/start_eval.json`` and the summary.
 
     ``trainer``: a :func:`build` result for a config that differs from ``config`` at most in
     ``seed`` (the sweep reuses compiled functions across seeds this way).
     """
-    from experiments import harness
+    import harness
 
     if trainer is None:
         trainer = build(config, backend)

@@ -1,7 +1,7 @@
 """Training loop for the synthetic tasks: any :mod:`ssm.lm` model on any :mod:`ssm.tasks` task.
 
 ``train_and_evaluate(config, workdir)`` validates the config, builds the task and the model, and
-runs :func:`experiments.harness.run_experiment` with
+runs :func:`harness.run_experiment` with
 
 * ``init(key) -> TrainState`` (params, AdamW state, data key, step);
 * ``update(state)``: ``train.steps_per_update`` jitted gradient steps inside one ``lax.scan``, each
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from experiments import harness
+import harness
 from ssm import lm, mamba2, s4d, scan, tasks
 
 Array = jax.Array

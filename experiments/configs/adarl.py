@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import harness
+import harness
 
 
 def base() -> ml_collections.ConfigDict:

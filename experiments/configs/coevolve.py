@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import harness
+import harness
 from experiments.configs import rnac as rnac_configs
 from experiments.configs import windtunnel as wt_configs
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import harness
+import harness
 from experiments.configs import adarl as adarl_configs
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import harness
+import harness
 from experiments.configs import flowrl as flowrl_configs
 from flowrl import tasks as T
 from flowrl import trainer as TR

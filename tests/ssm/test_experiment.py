@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from experiments import harness
+import harness
 from experiments.configs import ssm as configs
 from ssm import train
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import harness
+import harness
 
 
 def _config(**kw):

@@ -9,7 +9,7 @@ import textwrap
 SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np, optax
-    from experiments import parallel
+    from harness import parallel
 
     assert jax.device_count() == 4, jax.devices()
     mesh = parallel.make_mesh()
