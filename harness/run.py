@@ -9,14 +9,17 @@ An experiment is two pure functions and a loop count:
 
 :func:`run_experiment` drives them and gives every experiment the same outputs in ``workdir``:
 
-* ``config.json``: the resolved config, written before anything is compiled;
+* ``config.json``: the resolved config, compared with the one already there before anything
+  is written (:func:`harness.workdir.claim_workdir`: a workdir holds one run);
 * ``metrics.jsonl``: one JSON object per logged update, ``{"step": int, name: float, ...}``,
   flushed as it is produced, plus TensorBoard event files in ``workdir/tb``;
 * ``checkpoints/``: orbax checkpoints every ``checkpoint_every`` updates, the last
   ``keep_checkpoints`` kept. Running the same command again with the same workdir restores the
-  latest one and continues; a finished run (``summary.json`` present) is not redone;
-* ``summary.json`` at the end: final metrics, wall time, seed, JAX version and backend;
-* PNG plots of the named curves.
+  newest readable one (an unreadable one is reported and skipped) and cuts every step log back
+  to it; a finished run (``summary.json`` present) is not redone;
+* ``summary.json`` at the end: final metrics, wall time, seed, JAX version, backend, and the git
+  commit (with a dirty flag) of the code that ran;
+* PNG plots of the named curves, titled and labelled.
 
 A NaN or Inf in any metric stops the run with :class:`NonFiniteError` naming the update step and
 the metric, *before* that state is checkpointed, so the last good checkpoint stays intact.
@@ -27,105 +30,30 @@ Config checks (:class:`ConfigError`, ``check_*``) live in :mod:`harness.config`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
+from tqdm.auto import tqdm
 
+from harness import checkpoint
 from harness.config import ConfigError
+from harness.metrics import (
+    MetricWriter,
+    check_finite,
+    num_seeds,
+    read_metrics,
+    to_host_scalars,
+    truncate_step_logs,
+)
+from harness.plots import Plot, plot_curves
+from harness.workdir import claim_workdir, git_info
 
 Metrics = dict[str, Any]
 
-
-class NonFiniteError(FloatingPointError):
-    """A metric became NaN or Inf during training."""
-
-
-METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------------
-
-
-def _to_host_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Flattens a metrics dict to floats; a per-seed ``(S,)`` array gives mean and ``/std``."""
-    out: dict[str, float] = {}
-    for name, value in metrics.items():
-        arr = np.asarray(jax.device_get(value), dtype=np.float64)
-        if arr.ndim == 0:
-            out[name] = float(arr)
-        else:
-            flat = arr.reshape(arr.shape[0], -1).mean(axis=1) if arr.ndim > 1 else arr
-            out[name] = float(flat.mean())
-            out[f"{name}/std"] = float(flat.std())
-    return out
-
-
-def check_finite(step: int, metrics: Mapping[str, float]) -> None:
-    """Raises :class:`NonFiniteError` naming ``step`` and the first non-finite metric."""
-    for name, value in metrics.items():
-        if not math.isfinite(value):
-            raise NonFiniteError(
-                f"training stopped at update step {step}: metric '{name}' is {value}; "
-                "the last good checkpoint is kept"
-            )
-
-
-class MetricWriter:
-    """Appends metrics to ``metrics.jsonl`` (flushed per write) and TensorBoard event files."""
-
-    def __init__(self, workdir: str, tensorboard: bool = True):
-        self.path = os.path.join(workdir, METRICS_FILE)
-        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - closed in close()
-        self._tb = None
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
-
-    def write(self, step: int, metrics: Mapping[str, float]) -> None:
-        record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for name, value in metrics.items():
-                self._tb.add_scalar(name, value, step)
-
-    def close(self) -> None:
-        self._file.close()
-        if self._tb is not None:
-            self._tb.close()
-
-
-def read_metrics(workdir: str) -> list[dict[str, float]]:
-    """Reads every record of ``workdir/metrics.jsonl`` (an empty list if there is none)."""
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _truncate_metrics(workdir: str, last_step: int) -> None:
-    """Drops records after ``last_step`` (written after the checkpoint we resume from)."""
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
-        return
-    keep = [r for r in read_metrics(workdir) if r["step"] <= last_step]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in keep:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -135,99 +63,30 @@ def _write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-# ---------------------------------------------------------------------------------------------
-# Plots
-# ---------------------------------------------------------------------------------------------
+def _headline(scalars: Mapping[str, float], keys: Sequence[str] | None) -> dict[str, float]:
+    """The metrics a reader watches: ``keys`` where logged, else the first three non-std ones."""
+    if keys:
+        return {k: scalars[k] for k in keys if k in scalars}
+    return {k: v for k, v in scalars.items() if "/std" not in k and k != "step"}
 
 
-def plot_curves(workdir: str, plots: Mapping[str, Sequence[str]], x_key: str = "step") -> list[str]:
-    """Draws each ``{"file.png": [metric, ...]}`` entry from ``metrics.jsonl``; returns paths.
-
-    A metric logged per seed also has ``<name>/std``; it is drawn as a band of one std.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_metrics(workdir)
-    written = []
-    for filename, keys in plots.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        drawn = False
-        for key in keys:
-            rows = [r for r in records if key in r]
-            if not rows:
-                continue
-            x = np.array([r.get(x_key, r["step"]) for r in rows], dtype=float)
-            y = np.array([r[key] for r in rows], dtype=float)
-            (line,) = ax.plot(x, y, label=key)
-            if all(f"{key}/std" in r for r in rows):
-                s = np.array([r[f"{key}/std"] for r in rows], dtype=float)
-                ax.fill_between(x, y - s, y + s, alpha=0.2, color=line.get_color())
-            drawn = True
-        if drawn:
-            ax.set_xlabel(x_key)
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
-            fig.tight_layout()
-            path = os.path.join(workdir, filename)
-            fig.savefig(path, dpi=110)
-            written.append(path)
-        plt.close(fig)
-    return written
+def _fmt(values: Mapping[str, float], limit: int = 3) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:limit])
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-
-def _checkpoint_manager(workdir: str, keep: int):
-    import orbax.checkpoint as ocp
-    from absl import logging as absl_logging
-
-    # Orbax logs every save and restore at INFO through absl; keep the console readable.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options
-    )
-
-
-def _abstract(state: Any) -> Any:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype), state)
-
-
-def _restore(manager, step: int, like: Any) -> Any:
-    import orbax.checkpoint as ocp
-
-    restored = manager.restore(step, args=ocp.args.StandardRestore(_abstract(like)))
-    # Orbax restores into the same tree structure; put arrays back on the default device.
-    return jax.tree.map(jnp.asarray, restored)
-
-
-def load_state(workdir: str, like: Any, step: int | None = None) -> tuple[Any, int]:
-    """Restores the latest (or given) checkpointed state shaped like ``like``; returns it and its step."""
-    manager = _checkpoint_manager(workdir, keep=1_000_000)
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}")
-    state = _restore(manager, step, like)
-    manager.close()
-    return state, step
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------
-
-
-def _config_dict(config: Any) -> Any:
-    if hasattr(config, "to_dict"):
-        return config.to_dict()
-    return dict(config)
+def _initial_state(init, seed: int, mngr, workdir: str, desc: str, num_updates: int):
+    """Restores the newest readable checkpoint (found before compiling) or calls ``init``."""
+    try:
+        like = checkpoint.abstract_init(init, seed)
+    except jax.errors.JAXTypeError:
+        # An init with host-side steps cannot be traced abstractly; its shapes come from running it.
+        like = init(jax.random.PRNGKey(seed))
+    state, start = checkpoint.restore_latest(mngr, workdir, like)
+    truncate_step_logs(workdir, start)
+    if state is None:
+        return init(jax.random.PRNGKey(seed)), 0
+    print(f"[{desc}] resuming from the checkpoint at update {start}/{num_updates}")
+    return state, start
 
 
 def run_experiment(
@@ -242,16 +101,20 @@ def run_experiment(
     keep_checkpoints: int = 3,
     evaluate: Callable[[Any], Mapping[str, Any]] | None = None,
     eval_every: int | None = None,
-    plots: Mapping[str, Sequence[str]] | None = None,
+    plots: Mapping[str, Plot | Sequence[str]] | None = None,
     desc: str = "train",
     progress: bool = True,
     stop_after: int | None = None,
+    headline: Sequence[str] | None = None,
+    x_label: str = "update (harness step)",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Runs ``update`` ``num_updates`` times from ``init(PRNGKey(seed))`` with logging and resume.
 
     Args:
       config: the experiment's resolved config (saved as ``config.json``).
-      workdir: output directory; created if needed. Reusing it resumes the run.
+      workdir: output directory; created if needed. Reusing it resumes the run; a different
+        config there is refused (see :func:`harness.workdir.claim_workdir`).
       init: ``key -> state``; only its shapes are used when resuming.
       update: ``state -> (state, metrics)``; jit it (or its body) yourself.
       num_updates: number of ``update`` calls in the whole run.
@@ -261,75 +124,74 @@ def run_experiment(
       evaluate: optional ``state -> metrics`` (host code allowed), run every ``eval_every``
         updates and at the end; its metrics are logged with the same step.
       eval_every: evaluation period in updates (``None``: only at the end).
-      plots: ``{"name.png": [metric, ...]}`` curves drawn from ``metrics.jsonl`` at the end.
-      desc: progress-bar label.
+      plots: ``{"name.png": Plot | [metric, ...]}`` curves drawn from ``metrics.jsonl``.
+      desc: progress-bar label and prefix of the start and end lines.
       progress: show the tqdm progress bar.
       stop_after: testing hook, stop (as if killed) after this many updates, without summary.
+      headline: the metrics shown on the progress bar and in the end line (the return,
+        accuracy or pass@1 a reader watches); default: the first three logged.
+      x_label: the x unit of the plots (what one update is).
+      overwrite: move a different run already in ``workdir`` aside instead of refusing.
 
     Returns:
       The summary dict (also written to ``summary.json``); ``{"interrupted": True, ...}`` if
       stopped by ``stop_after``.
     """
-    from tqdm.auto import tqdm
-
     if num_updates < 1:
         raise ConfigError(f"num_updates={num_updates} must be >= 1")
     if checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every={checkpoint_every} must be >= 1")
-    os.makedirs(workdir, exist_ok=True)
+    claim_workdir(config, workdir, overwrite=overwrite)
     summary_path = os.path.join(workdir, SUMMARY_FILE)
     if os.path.exists(summary_path):
         with open(summary_path) as f:
             summary = json.load(f)
         if summary.get("num_updates") == num_updates:
-            print(f"[{desc}] {workdir} already finished; delete summary.json to redo it.")
+            shown = _fmt(_headline(summary.get("final_metrics", {}), headline))
+            print(f"[{desc}] {workdir} holds this finished run: {shown}")
             return summary
-    _write_json(os.path.join(workdir, CONFIG_FILE), _config_dict(config))
 
-    manager = _checkpoint_manager(workdir, keep_checkpoints)
-    state = init(jax.random.PRNGKey(seed))
-    start = manager.latest_step() or 0
-    if start:
-        state = _restore(manager, start, state)
-        _truncate_metrics(workdir, start)
-        records = read_metrics(workdir)
-        last_logged = records[-1] if records else {}
-        print(f"[{desc}] resuming from checkpoint at update {start}/{num_updates}")
-
-    writer = MetricWriter(workdir)
+    mngr = checkpoint.manager(workdir, keep_checkpoints)
+    state, start = _initial_state(init, seed, mngr, workdir, desc, num_updates)
+    records = read_metrics(workdir)
+    last: dict[str, float] = {k: v for k, v in (records[-1] if records else {}).items()}
+    last.pop("step", None)
+    devices = jax.devices()
+    print(
+        f"[{desc}] workdir {workdir}; {len(devices)} {jax.default_backend()} device(s); "
+        "compiling the first update ..."
+    )
+    writer = MetricWriter(workdir, rebuild_tensorboard=True)
     t0 = time.time()
-    last: dict[str, float] = {
-        k: v for k, v in (last_logged if start else {}).items() if k != "step"
-    }
+    seeds = 1
     bar = tqdm(total=num_updates, initial=start, desc=desc, disable=not progress, unit="upd")
     step = start
     try:
         for step in range(start + 1, num_updates + 1):
             state, metrics = update(state)
-            scalars = _to_host_scalars(metrics)
+            seeds = max(seeds, num_seeds(metrics))
+            scalars = to_host_scalars(metrics)
             check_finite(step, scalars)
             is_last = step == num_updates
             if evaluate is not None and (is_last or (eval_every and step % eval_every == 0)):
-                ev = _to_host_scalars(evaluate(state))
+                ev = to_host_scalars(evaluate(state))
                 check_finite(step, ev)
                 scalars.update(ev)
             writer.write(step, scalars)
             last.update(scalars)
             if step % checkpoint_every == 0 or is_last:
-                import orbax.checkpoint as ocp
-
-                manager.save(step, args=ocp.args.StandardSave(state))
+                checkpoint.save(mngr, step, state)
             bar.update(1)
-            shown = {k: v for k, v in scalars.items() if "/std" not in k}
+            shown = _headline(last, headline)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(shown.items())[:3]}, refresh=False)
             if stop_after is not None and step >= stop_after and not is_last:
-                manager.wait_until_finished()
+                mngr.wait_until_finished()
                 return {"interrupted": True, "step": step}
     finally:
         bar.close()
         writer.close()
-        manager.wait_until_finished()
-        manager.close()
+        mngr.wait_until_finished()
+        mngr.close()
 
     summary = {
         "num_updates": num_updates,
@@ -338,11 +200,19 @@ def run_experiment(
         "wall_time_s": time.time() - t0,
         "resumed_from": start,
         "seed": seed,
+        "num_seeds": seeds,
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in devices],
+        "git": git_info(),
     }
     if plots:
-        summary["plots"] = [os.path.basename(p) for p in plot_curves(workdir, plots)]
+        written = plot_curves(workdir, plots, x_label=x_label, num_seeds=seeds)
+        summary["plots"] = [os.path.basename(p) for p in written]
     _write_json(summary_path, summary)
+    files = ["metrics.jsonl", "summary.json", *summary.get("plots", [])]
+    print(
+        f"[{desc}] finished in {summary['wall_time_s']:.0f} s; wrote {', '.join(files)} to "
+        f"{workdir}; {_fmt(_headline(last, headline))}"
+    )
     return summary

@@ -146,3 +146,99 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     init, _ = _toy()
     state, step = harness.load_state(str(tmp_path), like=init(jax.random.PRNGKey(0)))
     assert step == 4 and int(state["t"]) == 4
+
+
+# --- A workdir holds one run (issue 22) -----------------------------------------------------
+
+
+def _run_cfg(workdir, config, **kw):
+    init, update = _toy()
+    return harness.run_experiment(
+        config,
+        str(workdir),
+        init=init,
+        update=update,
+        num_updates=4,
+        seed=0,
+        checkpoint_every=2,
+        progress=False,
+        **kw,
+    )
+
+
+def test_changed_config_is_refused_before_anything_is_written(tmp_path):
+    _run_cfg(tmp_path, _config())
+    before = {p: os.path.getmtime(tmp_path / p) for p in os.listdir(tmp_path)}
+    with pytest.raises(harness.WorkdirError, match=r"1 field: lr: 0.1 -> 0.2\).*--overwrite"):
+        _run_cfg(tmp_path, _config(lr=0.2))
+    assert {p: os.path.getmtime(tmp_path / p) for p in os.listdir(tmp_path)} == before
+    # --overwrite moves the old run aside, never deletes it.
+    summary = _run_cfg(tmp_path, _config(lr=0.2), overwrite=True)
+    assert summary["final_step"] == 4
+    old = str(tmp_path) + ".old-1"
+    assert json.load(open(os.path.join(old, "config.json")))["lr"] == 0.1
+    assert json.load(open(tmp_path / "config.json"))["lr"] == 0.2
+
+
+def test_another_experiments_run_or_foreign_files_are_refused_untouched(tmp_path):
+    _run_cfg(tmp_path / "a", _config())
+    other = ml_collections.ConfigDict({"model": {"layer": "mamba"}, "seed": 0})
+    saved = open(tmp_path / "a" / "config.json").read()
+    with pytest.raises(harness.WorkdirError, match="another experiment's run"):
+        harness.claim_workdir(other, str(tmp_path / "a"), overwrite=True)
+    assert open(tmp_path / "a" / "config.json").read() == saved
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    with pytest.raises(harness.WorkdirError, match="not empty and holds no run"):
+        _run_cfg(tmp_path / "b", _config())
+    assert os.listdir(tmp_path / "b") == ["notes.txt"]
+    (tmp_path / "c").write_text("a file")
+    with pytest.raises(harness.WorkdirError, match="is not a directory"):
+        _run_cfg(tmp_path / "c", _config())
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    full = _run(tmp_path / "full")
+    _run(tmp_path / "run", stop_after=5)  # checkpoints at 2 and 4
+    latest = tmp_path / "run" / "checkpoints" / "4"
+    for root, _, files in os.walk(latest):
+        for name in files:
+            open(os.path.join(root, name), "w").close()  # every file emptied
+    resumed = _run(tmp_path / "run")
+    err = capsys.readouterr().err
+    assert f"checkpoint {latest} is unreadable" in err
+    assert resumed["resumed_from"] == 2
+    rows = harness.read_metrics(str(tmp_path / "run"))
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert resumed["final_metrics"]["loss"] == pytest.approx(full["final_metrics"]["loss"])
+
+
+def test_no_readable_checkpoint_is_one_line_error(tmp_path):
+    _run(tmp_path, stop_after=3)  # checkpoint at 2 only
+    step_dir = tmp_path / "checkpoints" / "2"
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            open(os.path.join(root, name), "w").close()
+    with pytest.raises(harness.CheckpointError, match="no readable checkpoint") as err:
+        _run(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_kill_before_first_checkpoint_restarts_clean_and_step_logs_are_cut(tmp_path):
+    _run(tmp_path, stop_after=1)  # first checkpoint would be at 2
+    with open(tmp_path / "spectra.jsonl", "w") as f:
+        f.write(json.dumps({"step": 1, "sv": [1.0]}) + "\n")
+    summary = _run(tmp_path)
+    assert summary["resumed_from"] == 0
+    assert [r["step"] for r in harness.read_metrics(str(tmp_path))] == list(range(1, 7))
+    assert open(tmp_path / "spectra.jsonl").read() == ""  # its row came from the lost run
+    assert len(os.listdir(tmp_path / "tb")) == 1  # TensorBoard rebuilt, not appended to
+
+
+def test_summary_records_the_code_and_plots_are_labelled(tmp_path):
+    summary = _run(tmp_path)
+    assert set(summary["git"]) == {"commit", "dirty"}
+    assert summary["num_seeds"] == 2  # the per-seed metric has two entries
+    plot = harness.plots.as_plot(["loss", "per_seed"], "train_loss.png")
+    assert plot.title == "train loss" and plot.ylabel == "train loss"
+    assert harness.plots.as_plot(["loss"], "x.png").ylabel == "loss"
