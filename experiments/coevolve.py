@@ -6,22 +6,16 @@ Writes ``coevolve.json`` (rounds, gate decisions, failure bank), ``coevolve_roun
 ``coevolve.png`` into ``--workdir``.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
-
 from adarl import coevolve
+from experiments import cli
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Output directory.")
-config_flags.DEFINE_config_file("config", None, "Config file (path.py:<preset>).", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+cli.define_flags("Experiment config (path.py:<preset>).")
 
 
-def main(argv):
-    del argv
-    out = coevolve.train_and_coevolve(FLAGS.config, FLAGS.workdir)
-    print({"accepted_rounds": out["accepted_rounds"], "bank_size": len(out["bank"]["severity"])})
+def main(config, workdir: str) -> None:
+    out = coevolve.train_and_coevolve(config, workdir)
+    print(f"accepted rounds {out['accepted_rounds']}, failure bank {len(out['bank']['severity'])}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(__doc__, main)

@@ -10,27 +10,24 @@ uncertainty set for the worst dynamics (``windtunnel.json``, ``windtunnel_seed<i
 
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
-
 from adarl import windtunnel
+from experiments import cli
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A finished run's directory (holds config.json).")
-config_flags.DEFINE_config_file(
-    "config",
-    os.path.join(os.path.dirname(__file__), "configs", "windtunnel.py") + ":cpu",
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "windtunnel.py") + ":cpu"
+cli.define_flags(
     "Wind-tunnel config (path.py:<preset>).",
-    lock_config=True,
+    DEFAULT_CONFIG,
+    workdir_help="A finished run's directory (holds config.json).",
 )
-flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
-    del argv
-    out = windtunnel.evaluate_run(FLAGS.workdir, FLAGS.config)
-    print({k: out[k] for k in ("algo", "nominal_return", "worst_return", "cvar")})
+def main(config, workdir: str) -> None:
+    out = windtunnel.evaluate_run(workdir, config)
+    print(
+        f"{out['algo']}: nominal return {out['nominal_return']}, worst {out['worst_return']}, "
+        f"CVaR {out['cvar']}"
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(__doc__, main, default_config=DEFAULT_CONFIG, claim=False)

@@ -67,3 +67,70 @@ def test_every_preset_validates():
             validate(module.get_config(preset))
             checked += 1
     assert checked >= 20
+
+
+def _cli(name, args, cwd=ROOT):
+    cmd = [sys.executable, "-m", f"experiments.{name}", *args]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1")
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+CLI_ERRORS = [
+    # (arguments after --config=experiments/configs/ssm.py, expected one-line error)
+    (
+        [":smoke", "--config.model.layr=s4"],
+        "unknown field config.model.layr (did you mean 'layer'?)",
+    ),
+    ([":smoke", "--config.nope=1"], "config has: eval, model, progress, seed, task, train"),
+    (
+        [
+            "",
+        ],
+        "needs a preset, as experiments/configs/ssm.py:<preset>; presets: smoke, cpu",
+    ),
+    ([":smoke", "--config.model.layer=foo"], "config.model.layer='foo' is not allowed"),
+    ([":smoke", "--config.model.d_model=abc"], "--config.model.d_model=abc"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), CLI_ERRORS)
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, args, expected):
+    preset, *rest = args
+    out = _cli(
+        "ssm", [f"--config=experiments/configs/ssm.py{preset}", f"--workdir={tmp_path}", *rest]
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+    assert expected in lines[0]
+    assert "Compiling" not in out.stdout + out.stderr
+
+
+def test_help_lists_presets_and_fields_and_exits_0():
+    out = _cli("ssm", ["--config=experiments/configs/ssm.py:smoke", "--help"])
+    assert out.returncode == 0, out.stderr
+    assert "presets: smoke, cpu, selective_copying" in out.stdout
+    assert "top-level fields (preset smoke): eval, model, progress, seed, task, train" in out.stdout
+
+
+def test_cli_refuses_a_workdir_holding_another_config_before_compiling(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # A run of the same experiment with another seed.
+    import json
+
+    from experiments.configs import ssm as ssm_cfg
+
+    saved = ssm_cfg.get_config("smoke").to_dict()
+    saved["seed"] = 7
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    before = (run_dir / "config.json").read_text()
+    out = _cli("ssm", ["--config=experiments/configs/ssm.py:smoke", f"--workdir={run_dir}"])
+    assert out.returncode == 2
+    assert "seed: 7 -> 0" in out.stderr and "--overwrite" in out.stderr
+    assert "Compiling" not in out.stdout + out.stderr
+    assert (run_dir / "config.json").read_text() == before
+    # Another experiment's run directory is refused untouched.
+    out = _cli("flowrl", ["--config=experiments/configs/flowrl.py:smoke", f"--workdir={run_dir}"])
+    assert out.returncode == 2 and "another experiment's run" in out.stderr
+    assert os.listdir(run_dir) == ["config.json"]
