@@ -138,6 +138,28 @@ def as_grouped(x: Array) -> Array:
     return x if x.ndim == 4 else x[..., None, :]
 
 
+class Operands32(NamedTuple):
+    """The f32 operands every XLA back-end starts from: u, dt f32[b, L, D] (dt biased and
+    softplussed), A f32[D, N], B, C f32[b, L, G, N]."""
+
+    u: Array
+    dt: Array
+    A: Array
+    B: Array
+    C: Array
+
+
+def to_f32(u, delta, A, B, C, delta_bias, delta_softplus) -> Operands32:
+    """Steps 1-3 of SSM.md §1.2 and the f32 upcast of every operand."""
+    return Operands32(
+        u=u.astype(jnp.float32),
+        dt=prepare_delta(delta, delta_bias, delta_softplus),
+        A=A.astype(jnp.float32),
+        B=as_grouped(B).astype(jnp.float32),
+        C=as_grouped(C).astype(jnp.float32),
+    )
+
+
 def expand_groups(x: Array, d_inner: int) -> Array:
     """[..., G, N] -> [..., D, N] (or [..., 1, N] when G = 1, which broadcasts over D)."""
     groups = x.shape[-2]
@@ -199,11 +221,7 @@ def selective_scan_ref(
     """Sequential reference: ``lax.scan`` over time carrying f32[b, D, N] (SSM.md §5.1)."""
     del chunk_size, interpret
     d_inner = u.shape[-1]
-    dt = prepare_delta(delta, delta_bias, delta_softplus)
-    A32 = A.astype(jnp.float32)
-    Bx = as_grouped(B).astype(jnp.float32)
-    Cx = as_grouped(C).astype(jnp.float32)
-    u32 = u.astype(jnp.float32)
+    u32, dt, A32, Bx, Cx = to_f32(u, delta, A, B, C, delta_bias, delta_softplus)
 
     def step(h, xs):
         u_t, dt_t, B_t, C_t = xs
@@ -255,14 +273,12 @@ def selective_scan_associative(
     """``lax.associative_scan`` over the whole length (SSM.md §5.1 ``assoc``)."""
     del chunk_size, interpret
     d_inner = u.shape[-1]
-    dt = prepare_delta(delta, delta_bias, delta_softplus)
-    Bx = as_grouped(B).astype(jnp.float32)
-    Cx = as_grouped(C).astype(jnp.float32)
-    dA, dBu = _discretise(u.astype(jnp.float32), dt, A.astype(jnp.float32), Bx, d_inner)
+    x = to_f32(u, delta, A, B, C, delta_bias, delta_softplus)
+    dA, dBu = _discretise(x.u, x.dt, x.A, x.B, d_inner)
     if initial_state is not None:  # h_0 = A_bar_0 h_init + B_bar_0 u_0
         dBu = dBu.at[:, 0].add(dA[:, 0] * initial_state.astype(jnp.float32))
     _, h = lax.associative_scan(_combine, (dA, dBu), axis=1)
-    y = jnp.sum(h * expand_groups(Cx, d_inner), axis=-1)
+    y = jnp.sum(h * expand_groups(x.C, d_inner), axis=-1)
     return epilogue(y, u, D, z, u.dtype), h[:, -1]
 
 
@@ -295,11 +311,7 @@ def selective_scan_chunked(
     T = max(1, min(int(chunk_size), length))
     n_chunks = -(-length // T)
     pad = n_chunks * T - length
-    A32 = A.astype(jnp.float32)
-    dt = prepare_delta(delta, delta_bias, delta_softplus)
-    u32 = u.astype(jnp.float32)
-    Bx = as_grouped(B).astype(jnp.float32)
-    Cx = as_grouped(C).astype(jnp.float32)
+    u32, dt, A32, Bx, Cx = to_f32(u, delta, A, B, C, delta_bias, delta_softplus)
 
     def chunks(x):  # [b, L, ...] -> [n_chunks, b, T, ...]
         x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
