@@ -850,6 +850,34 @@ def sft_start(trainer: Trainer, key: Array, config=None) -> tuple[Any, dict]:
     return lm, info
 
 
+def start_eval(trainer: Trainer, params: PolicyParams, sft_info: dict, workdir: str) -> dict:
+    """Evaluation of the SFT start, written once to ``workdir/start_eval.json`` (with the SFT
+    info) and read back from there on a resumed run."""
+    start_path = os.path.join(workdir, "start_eval.json")
+    if not os.path.exists(start_path):
+        start = {k: float(v) for k, v in trainer.evaluate(params).items()}
+        with open(start_path, "w") as f:
+            json.dump({**start, **sft_info}, f, indent=2, sort_keys=True)
+    with open(start_path) as f:
+        return json.load(f)
+
+
+def tokens_per_step(trainer: Trainer) -> int:
+    """Response tokens generated per RL step (DAPO generates ``gen_factor`` times more)."""
+    rl = trainer.config.rl
+    gen_factor = rl.gen_factor if trainer.spec.dynamic_sampling else 1
+    return rl.prompts_per_step * rl.group_size * trainer.task.response_len * gen_factor
+
+
+def timed_rl_step(trainer: Trainer, num_tokens: int, state: TrainState):
+    """One jitted RL step on the host, with its wall time and throughput added to the metrics."""
+    t0 = time.perf_counter()
+    state, m = trainer.rl_step(state)
+    m = jax.device_get(m)
+    dt = time.perf_counter() - t0
+    return state, {**m, "perf/step_s": dt, "perf/tokens_per_s": num_tokens / dt}
+
+
 def train_and_evaluate(
     config, workdir: str, backend: Any = None, trainer: Trainer | None = None
 ) -> dict:
@@ -874,27 +902,8 @@ def train_and_evaluate(
     def init(_):
         return trainer.init_from_lm(key_rl, lm)
 
-    start_path = os.path.join(workdir, "start_eval.json")
-    if not os.path.exists(start_path):
-        start = {k: float(v) for k, v in trainer.evaluate(init(None).params).items()}
-        with open(start_path, "w") as f:
-            json.dump({**start, **sft_info}, f, indent=2, sort_keys=True)
-    with open(start_path) as f:
-        start = json.load(f)
-
-    tokens_per_step = (
-        config.rl.prompts_per_step
-        * config.rl.group_size
-        * trainer.task.response_len
-        * (config.rl.gen_factor if trainer.spec.dynamic_sampling else 1)
-    )
-
-    def update(state):
-        t0 = time.perf_counter()
-        state, m = trainer.rl_step(state)
-        m = jax.device_get(m)
-        dt = time.perf_counter() - t0
-        return state, {**m, "perf/step_s": dt, "perf/tokens_per_s": tokens_per_step / dt}
+    start = start_eval(trainer, init(None).params, sft_info, workdir)
+    update = functools.partial(timed_rl_step, trainer, tokens_per_step(trainer))
 
     summary = harness.run_experiment(
         config,
