@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssm import lm as ssm_lm
+
 Array = jax.Array
 
 
@@ -80,10 +82,8 @@ class ValueHead(nn.Module):
 
 
 def default_backend():
-    """The contract's LM module (``make_model``, ``generate``); imported lazily."""
-    from ssm import lm
-
-    return lm
+    """The contract's LM module (``make_model``, ``generate``): :mod:`ssm.lm`."""
+    return ssm_lm
 
 
 @dataclasses.dataclass(frozen=True)

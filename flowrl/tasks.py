@@ -314,6 +314,73 @@ def _countdown_values(numbers: tuple[int, ...]) -> dict[int, list[tuple[tuple[in
     return out
 
 
+class _CountdownRow(NamedTuple):
+    """One problem: split key (multiset digits then target), numbers as shown, target, and its
+    distinct solutions ``(order of the numbers, ops)``."""
+
+    key: int
+    shown: np.ndarray
+    target: int
+    solutions: list
+
+
+def _countdown_rows(k, max_number, max_target, min_solutions, rng) -> list[_CountdownRow]:
+    """Every (multiset of k numbers, target in [0, max_target]) with enough solutions, the
+    numbers shown in a random order drawn from ``rng``."""
+    rows = []
+    for multiset in itertools.combinations_with_replacement(range(1, max_number + 1), k):
+        values = _countdown_values(multiset)
+        for target in sorted(values):
+            sols = values[target]
+            if not 0 <= target <= max_target or len(sols) < min_solutions:
+                continue
+            ms_key = 0
+            for x in multiset:
+                ms_key = ms_key * 10 + x
+            shown = np.array(multiset)[rng.permutation(k)]
+            rows.append(_CountdownRow(ms_key * 100 + target, shown, target, sols))
+    return rows
+
+
+def _countdown_demo(perm, ops) -> list[int]:
+    toks = [DIGIT0 + perm[0]]
+    for op, x in zip(ops, perm[1:], strict=True):
+        toks += [OPS[op], DIGIT0 + x]
+    return [*toks, EOS]
+
+
+def _countdown_data(rows, sel: np.ndarray, k: int, max_demos: int, rng) -> TaskData:
+    """The split of ``rows`` selected by ``sel``, in a fixed random order (rows are enumerated by
+    multiset; prefixes must be representative), with up to ``max_demos`` demonstrations each."""
+    chosen = [rows[i] for i in rng.permutation(np.flatnonzero(sel))]
+    n, R = len(chosen), 2 * k
+    prompts = np.zeros((n, k + 5), np.int32)
+    demos = np.full((n, max_demos, R), PAD, np.int32)
+    num_demos = np.zeros(n, np.int32)
+    num_solutions = np.zeros(n, np.int32)
+    operands = np.zeros((n, k), np.int32)
+    targets = np.zeros(n, np.int32)
+    for i, row in enumerate(chosen):
+        digits = [DIGIT0 + row.target // 10, DIGIT0 + row.target % 10]
+        prompts[i] = [BOS, TAG_COUNTDOWN, *(DIGIT0 + row.shown), EQUALS, *digits]
+        operands[i] = row.shown
+        targets[i] = row.target
+        num_solutions[i] = len(row.solutions)
+        pick = rng.permutation(len(row.solutions))[:max_demos]
+        num_demos[i] = len(pick)
+        for d, j in enumerate(pick):
+            demos[i, d] = _countdown_demo(*row.solutions[j])
+    return TaskData(
+        prompts=prompts,
+        answers=targets,
+        operands=operands,
+        ops=np.zeros((n, k - 1), np.int32),
+        demos=demos,
+        num_demos=num_demos,
+        num_solutions=num_solutions,
+    )
+
+
 def make_countdown(
     n_numbers: int = 4,
     max_number: int = 9,
@@ -348,64 +415,18 @@ def make_countdown(
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction={test_fraction} must lie in (0, 1)")
     k = n_numbers
-    R = 2 * k  # k numbers, k-1 ops, <eos>
     rng = np.random.default_rng(data_seed)
-    rows = []  # (key, numbers_shown, target, solutions)
-    for multiset in itertools.combinations_with_replacement(range(1, max_number + 1), k):
-        values = _countdown_values(multiset)
-        for target in sorted(values):
-            sols = values[target]
-            if not 0 <= target <= max_target or len(sols) < min_solutions:
-                continue
-            ms_key = 0
-            for x in multiset:
-                ms_key = ms_key * 10 + x
-            key = ms_key * 100 + target
-            shown = np.array(multiset)[rng.permutation(k)]
-            rows.append((key, shown, target, sols))
-    keys = np.array([r[0] for r in rows], dtype=np.int64)
+    rows = _countdown_rows(k, max_number, max_target, min_solutions, rng)
+    keys = np.array([r.key for r in rows], dtype=np.int64)
     is_test = _split_hash(keys, salt=2) < test_fraction
-
-    def build(sel: np.ndarray) -> TaskData:
-        # Fixed random order (rows are enumerated by multiset; prefixes must be representative).
-        chosen = [rows[i] for i in rng.permutation(np.flatnonzero(sel))]
-        n = len(chosen)
-        prompts = np.zeros((n, k + 5), np.int32)
-        demos = np.full((n, max_demos, R), PAD, np.int32)
-        num_demos = np.zeros(n, np.int32)
-        num_solutions = np.zeros(n, np.int32)
-        operands = np.zeros((n, k), np.int32)
-        targets = np.zeros(n, np.int32)
-        for i, (_, shown, target, sols) in enumerate(chosen):
-            digits = [DIGIT0 + target // 10, DIGIT0 + target % 10]
-            prompts[i] = [BOS, TAG_COUNTDOWN, *(DIGIT0 + shown), EQUALS, *digits]
-            operands[i] = shown
-            targets[i] = target
-            num_solutions[i] = len(sols)
-            pick = rng.permutation(len(sols))[:max_demos]
-            num_demos[i] = len(pick)
-            for d, j in enumerate(pick):
-                perm, ops = sols[j]
-                toks = [DIGIT0 + perm[0]]
-                for op, x in zip(ops, perm[1:], strict=True):
-                    toks += [OPS[op], DIGIT0 + x]
-                demos[i, d] = [*toks, EOS]
-        return TaskData(
-            prompts=prompts,
-            answers=targets,
-            operands=operands,
-            ops=np.zeros((n, k - 1), np.int32),
-            demos=demos,
-            num_demos=num_demos,
-            num_solutions=num_solutions,
-        )
-
+    train = _countdown_data(rows, ~is_test, k, max_demos, rng)
+    test = _countdown_data(rows, is_test, k, max_demos, rng)
     return Task(
         name="countdown",
         prompt_len=k + 5,
-        response_len=R,
-        train=build(~is_test),
-        test=build(is_test),
+        response_len=2 * k,  # k numbers, k-1 ops, <eos>
+        train=train,
+        test=test,
         extract=countdown_extract,
         score=countdown_score,
     )

@@ -37,6 +37,7 @@ Shapes: P prompts per step, G samples per prompt (G_t trained on), B = P G_t seq
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -52,12 +53,14 @@ import ml_collections
 import numpy as np
 import optax
 
+import harness
 from flowrl import losses, metrics, rewards, sampling, tasks, upge
 from flowrl.advantages import compute_advantages, outcome_to_token_rewards
 from flowrl.aggregation import agg_loss, masked_mean, seq_sum
 from flowrl.kl import kl_estimate
 from flowrl.policy import Policy, PolicyParams, make_policy
 from flowrl.types import AdvantageConfig, AdvantageInputs, LossInputs
+from ssm import lm as ssm_lm
 
 Array = jax.Array
 
@@ -91,7 +94,8 @@ class AlgoSpec:
     dynamic_sampling: bool = False
 
 
-ALGORITHMS: dict[str, AlgoSpec] = {
+ALGORITHMS: harness.Registry[AlgoSpec] = harness.Registry("algorithm")
+for _name, _spec_row in {
     "grpo": AlgoSpec("grpo", "grpo"),
     "dr_grpo": AlgoSpec("dr_grpo", "dr_grpo"),
     "dapo": AlgoSpec("dapo", "grpo", dynamic_sampling=True),
@@ -112,21 +116,19 @@ ALGORITHMS: dict[str, AlgoSpec] = {
         hpt_gate=0,
         entropy_coef=0.001,
     ),
-}
+}.items():
+    ALGORITHMS.add(_name, _spec_row)
 
 
 def register_algorithm(name: str, spec: AlgoSpec) -> None:
-    """Adds an algorithm row; a duplicate name raises ValueError."""
-    if name in ALGORITHMS:
-        raise ValueError(f"algorithm {name!r} is already registered")
+    """Adds an algorithm row; a duplicate name raises ValueError, an unknown loss ConfigError."""
     losses.get_loss(spec.loss)
-    ALGORITHMS[name] = spec
+    ALGORITHMS.add(name, spec)
 
 
 def get_algorithm(name: str) -> AlgoSpec:
-    if name not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {name!r}; registered: {sorted(ALGORITHMS)}")
-    return ALGORITHMS[name]
+    """The registered row; an unknown name raises ConfigError listing the registered ones."""
+    return ALGORITHMS.get(name, "rl.algo")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +161,9 @@ def majority_vote_reward(answers: Array, scores: Array, truth: Array, num_train:
     return r[:, :num_train], diag
 
 
-REWARDS: dict[str, Callable] = {"verifier": verifier_reward, "majority_vote": majority_vote_reward}
+REWARDS: harness.Registry[Callable] = harness.Registry("reward source")
+REWARDS.add("verifier", verifier_reward)
+REWARDS.add("majority_vote", majority_vote_reward)
 SPLITS = ("train", "test")
 
 
@@ -235,11 +239,9 @@ class Batch(NamedTuple):
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises :class:`harness.ConfigError` (a ValueError) naming a bad field."""
-    import harness
-
     harness.check_choice(config, "task", sorted(tasks.TASKS))
     harness.check_choice(config, "rl.algo", sorted(ALGORITHMS))
-    harness.check_choice(config, "model.layer", ("mamba", "mamba2", "s4d", "s4", "transformer"))
+    ssm_lm.validate({**dict(config.model), "vocab_size": tasks.VOCAB_SIZE}, "model")
     harness.check_choice(config, "rl.reward", sorted(REWARDS))
     harness.check_choice(config, "rl.prompt_split", SPLITS)
     harness.check_choice(config, "eval.split", SPLITS)
@@ -289,102 +291,48 @@ def _loss_overrides(config, spec: AlgoSpec) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Builder
+# Setup: everything the RL functions below read, built once from a validated config
 # ---------------------------------------------------------------------------------------------
 
 
-class Trainer(NamedTuple):
-    """The pieces ``make_train`` composes (exposed for tests and the benchmark)."""
+class Setup(NamedTuple):
+    """Static pieces of one run (close over it; never pass it through a JAX transformation).
+
+    ``Lp`` prompt length, ``R`` response length, ``P`` prompts per step, ``G`` samples per prompt,
+    ``Gt`` of them trained on, ``M`` minibatches, ``P_gen`` prompts per generation batch (DAPO
+    generates ``gen_factor * P``), ``n_sft`` training problems with demonstrations in the SFT set.
+    """
 
     config: Any
     task: tasks.Task
     policy: Policy
     spec: AlgoSpec
-    sft: Callable  # key -> (lm variables, f32[steps] losses)
-    init_from_lm: Callable  # (key, lm variables) -> TrainState
-    init: Callable  # key -> TrainState (SFT then RL init)
-    generate: Callable  # (lm params, key, prompt index i32[P]) -> responses i32[P, G, R]
-    score: Callable  # (prompt index, responses) -> Groups
-    collect: Callable  # (params, key) -> (Groups, valid bool[P], num_batches)
-    prepare: Callable  # (state params, ref, Groups, valid, key) -> (Batch, metrics)
-    learn: Callable  # (state, Batch) -> (state, metrics)
-    rl_step: Callable  # state -> (state, metrics), jitted
-    evaluate: Callable  # params -> metrics, jitted
-    objective: Callable  # (params, Batch) -> (loss, metrics)
+    loss_fn: Callable
+    loss_cfg: Any
+    adv_cfg: AdvantageConfig
+    reward_fn: Callable
+    prompt_split: Any
+    eval_split: Any
+    sft_opt: optax.GradientTransformation
+    optimizer: optax.GradientTransformation
+    Lp: int
+    R: int
+    P: int
+    G: int
+    Gt: int
+    M: int
+    temperature: float
+    P_gen: int
+    n_sft: int
 
 
-def build(config, backend: Any = None) -> Trainer:
-    """Builds all jit-able pieces from a validated config.
+def make_rl_optimizer(config) -> optax.GradientTransformation:
+    """Global-norm clip, then AdamW; the log Z head learns at ``rl.lr * rl.z_lr_scale``."""
 
-    Args:
-      config: the experiment config (see ``experiments/configs/flowrl.py``).
-      backend: LM module with ``make_model``/``generate`` (default :mod:`ssm.lm`).
-    """
-    validate_config(config)
-    task = tasks.make_task(config.task, **dict(config.get("task_kwargs", {})))
-    model_cfg = {**dict(config.model), "vocab_size": tasks.VOCAB_SIZE}
-    policy = make_policy(
-        model_cfg,
-        backend=backend,
-        z_layers=config.policy.z_layers,
-        z_stop_grad=config.policy.z_stop_grad,
-        value_stop_grad=config.policy.value_stop_grad,
-    )
-    spec = _spec(config)
-    loss_fn = losses.get_loss(spec.loss)
-    loss_cfg = losses.default_loss_config(spec.loss, **_loss_overrides(config, spec))
-    adv_cfg = AdvantageConfig()
-    reward_fn = REWARDS[config.rl.reward]
-
-    Lp, R = task.prompt_len, task.response_len
-    L = Lp + R
-    P, G = config.rl.prompts_per_step, config.rl.group_size
-    Gt = config.rl.train_group_size or G
-    M = config.rl.num_minibatches
-    T = float(config.rl.temperature)
-    P_gen = P * (config.rl.gen_factor if spec.dynamic_sampling else 1)
-    splits = {"train": task.train, "test": task.test}
-    prompt_split = splits[config.rl.prompt_split]
-    eval_split = splits[config.eval.split]
-    n_sft = max(1, int(round(config.sft.demo_fraction * len(task.train))))
-
-    # ------------------------------------------------------------------ SFT warm start
-    def demo_batch(split, index, key):
-        demos = tasks.sample_demos(split, index, key)  # i32[B, R]
-        prompts = jnp.asarray(split.prompts)[index]
-        return jnp.concatenate([prompts, demos], 1), tasks.response_mask(demos)
-
-    sft_opt = optax.adam(config.sft.lr)
-
-    def sft(key):
-        key_init, key_loop = jax.random.split(key)
-        init_params = policy.init(key_init, L)
-        lm = init_params.lm
-        opt_state = sft_opt.init(lm)
-
-        def nll(lm, tokens, mask):
-            fw = policy.forward(init_params._replace(lm=lm), tokens, Lp, 1.0)
-            return agg_loss(-fw.logp, mask, "token-mean")
-
-        def step(carry, key_t):
-            lm, opt_state = carry
-            key_idx, key_demo = jax.random.split(key_t)
-            index = jax.random.randint(key_idx, (config.sft.batch_size,), 0, n_sft)
-            tokens, mask = demo_batch(task.train, index, key_demo)
-            loss, grads = jax.value_and_grad(nll)(lm, tokens, mask)
-            updates, opt_state = sft_opt.update(grads, opt_state, lm)
-            return (optax.apply_updates(lm, updates), opt_state), loss
-
-        (lm, _), sft_losses = jax.lax.scan(
-            step, (lm, opt_state), jax.random.split(key_loop, config.sft.steps)
-        )
-        return lm, sft_losses
-
-    # ------------------------------------------------------------------ RL optimizer
     def make_opt(lr):
         return optax.adamw(lr, weight_decay=config.rl.weight_decay)
 
-    optimizer = optax.chain(
+    return optax.chain(
         optax.clip_by_global_norm(config.rl.max_grad_norm),
         optax.multi_transform(
             {"main": make_opt(config.rl.lr), "z": make_opt(config.rl.lr * config.rl.z_lr_scale)},
@@ -396,247 +344,434 @@ def build(config, backend: Any = None) -> Trainer:
         ),
     )
 
-    def init_from_lm(key, lm):
-        key_heads, key_state = jax.random.split(key)
-        fresh = policy.init(key_heads, L)
-        params = PolicyParams(lm=lm, log_z=fresh.log_z, value=fresh.value)
-        return TrainState(
-            params=params,
-            ref_lm=jax.tree.map(jnp.copy, lm),
-            opt_state=optimizer.init(params),
-            key=key_state,
-            step=jnp.zeros((), jnp.int32),
-        )
 
-    def init(key):
-        key_sft, key_rl = jax.random.split(key)
-        lm, _ = sft(key_sft)
-        return init_from_lm(key_rl, lm)
-
-    # ------------------------------------------------------------------ rollouts and scoring
-    def generate(lm, key, index, num_samples=G, temperature=T, split=prompt_split):
-        prompts = jnp.repeat(jnp.asarray(split.prompts)[index], num_samples, axis=0)
-        resp = policy.generate(lm, prompts, key, R, temperature)
-        return resp.reshape(index.shape[0], num_samples, R)
-
-    def score(index, responses, split=prompt_split):
-        Pn, Gn = responses.shape[:2]
-        flat = responses.reshape(Pn * Gn, R)
-        probs = task.problems(split, jnp.repeat(index, Gn))
-        s = task.score(flat, probs).reshape(Pn, Gn)
-        a = task.extract(flat, probs).reshape(Pn, Gn)
-        truth = jnp.asarray(split.answers)[index]
-        r, diag = reward_fn(a, s, truth, Gt)
-        diag = {"reward_accuracy": jnp.ones(Pn, jnp.float32), **diag}
-        return Groups(
-            prompt_index=index,
-            responses=responses[:, :Gt],
-            rewards=r,
-            scores=s[:, :Gt],
-            label_accuracy=diag["label_accuracy"],
-            majority_ratio=diag["majority_ratio"],
-            reward_accuracy=diag["reward_accuracy"],
-        )
-
-    def gen_and_score(params, key, num_prompts):
-        key_idx, key_gen = jax.random.split(key)
-        index = jax.random.randint(key_idx, (num_prompts,), 0, len(prompt_split))
-        return score(index, generate(params.lm, key_gen, index))
-
-    def collect(params, key):
-        """P groups: one generation batch, or DAPO dynamic sampling (all-equal groups dropped,
-        refilled from batches of ``gen_factor * P`` prompts, at most ``max_gen_batches``)."""
-        if not spec.dynamic_sampling:
-            return gen_and_score(params, key, P), jnp.ones((P,), bool), jnp.ones((), jnp.int32)
-
-        def gen(k):
-            g = gen_and_score(params, k, P_gen)
-            return (g, g.rewards), g.rewards
-
-        out = sampling.dynamic_sample(gen, key, P, config.rl.max_gen_batches)
-        return out.batch[0], out.valid, out.num_batches
-
-    # ------------------------------------------------------------------ batch preparation
-    def prepare(params, ref_lm, groups: Groups, valid: Array, key):
-        """Old/ref log-probs, advantages, HPT switch and demonstrations, f32 metrics."""
-        B = P * Gt
-        prompts = jnp.asarray(prompt_split.prompts)[groups.prompt_index]  # [P, Lp]
-        resp = groups.responses.reshape(B, R)
-        tokens = jnp.concatenate([jnp.repeat(prompts, Gt, axis=0), resp], 1)
-        seq_valid = jnp.repeat(valid, Gt).astype(jnp.float32)
-        mask = tasks.response_mask(resp) * seq_valid[:, None]
-        old = policy.forward(params, tokens, Lp, T)
-        ref = policy.forward(params._replace(lm=ref_lm), tokens, Lp, T)
-        group_ids = jnp.repeat(jnp.arange(P), Gt)
-        flat_r = groups.rewards.reshape(B)
-        adv = compute_advantages(
-            spec.advantage,
-            AdvantageInputs(
-                token_rewards=outcome_to_token_rewards(flat_r, mask),
-                mask=mask,
-                group_ids=group_ids,
-                values=old.values,
-                seq_valid=seq_valid,
-            ),
-            adv_cfg,
-        )
-        num_correct = jnp.sum(groups.rewards > 0, axis=-1)  # [P]
-        alpha, beta = upge.hpt_switch(num_correct, spec.hpt_gate)
-        alpha = alpha * valid
-        beta = beta * valid
-        demo_tokens, demo_mask = demo_batch(prompt_split, groups.prompt_index, key)
-        batch = Batch(
-            tokens=tokens,
-            mask=mask,
-            advantages=adv.advantages,
-            returns=adv.returns,
-            old_logp=old.logp,
-            ref_logp=ref.logp,
-            rl_weight=jnp.repeat(alpha, Gt),
-            demo_tokens=demo_tokens,
-            demo_mask=demo_mask,
-            sft_weight=beta,
-        )
-        n_valid = jnp.maximum(jnp.sum(valid), 1)
-        vmean = lambda x: jnp.sum(x * valid) / n_valid  # noqa: E731 - per-group mean
-        stats = {
-            "train/reward": vmean(jnp.mean(groups.rewards, -1)),
-            "train/accuracy": vmean(jnp.mean(groups.scores, -1)),
-            "train/entropy": masked_mean(old.entropy, mask),
-            "train/kl_ref": masked_mean(kl_estimate(old.logp, ref.logp, "k3"), mask),
-            "train/response_len": jnp.sum(mask) / jnp.maximum(jnp.sum(seq_valid), 1.0),
-            "train/sft_fraction": vmean(beta),
-            "train/valid_groups": jnp.mean(valid.astype(jnp.float32)),
-            "train/label_accuracy": vmean(groups.label_accuracy),
-            "train/majority_ratio": vmean(groups.majority_ratio),
-            "train/reward_accuracy": vmean(groups.reward_accuracy),
-            "train/log_z": jnp.mean(old.log_z),
-            "train/seq_logp": masked_mean(seq_sum(old.logp, mask), seq_valid),
-        }
-        return batch, stats
-
-    # ------------------------------------------------------------------ objective and updates
-    use_demos = spec.sft_coef > 0
-
-    def objective(params, mb: Batch):
-        fw = policy.forward(params, mb.tokens, Lp, T)
-        mask = mb.mask * (mb.rl_weight > 0)[:, None]
-        inputs = LossInputs(
-            logp=fw.logp,
-            mask=mask,
-            advantages=mb.advantages * mb.rl_weight[:, None],
-            old_logp=mb.old_logp,
-            ref_logp=mb.ref_logp,
-            log_z=fw.log_z,
-        )
-        loss_pg, m = loss_fn(inputs, loss_cfg)
-        value_loss = 0.5 * masked_mean(jnp.square(fw.values - mb.returns), mask)
-        entropy = masked_mean(fw.entropy, mask)
-        total = loss_pg + spec.value_coef * value_loss - spec.entropy_coef * entropy
-        out = {f"loss/{k}": v for k, v in m.items()}
-        out["loss/value"] = value_loss
-        if use_demos:
-            fd = policy.forward(params, mb.demo_tokens, Lp, T)
-            sft_mask = mb.demo_mask * (mb.sft_weight > 0)[:, None]
-            loss_sft = agg_loss(-mb.sft_weight[:, None] * fd.logp, sft_mask, "token-mean")
-            total = total + spec.sft_coef * loss_sft
-            out["loss/sft"] = loss_sft
-        out["loss/total"] = total
-        return total, out
-
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
-
-    def learn(state: TrainState, batch: Batch):
-        def split_minibatches(key):
-            perm = jax.random.permutation(key, P)
-
-            def per_group(x, rows_per_group):
-                x = x.reshape(P, rows_per_group, *x.shape[1:])[perm]
-                return x.reshape(M, (P // M) * rows_per_group, *x.shape[2:])
-
-            seq = lambda x: per_group(x, Gt)  # noqa: E731
-            one = lambda x: per_group(x, 1)  # noqa: E731
-            return Batch(
-                *(seq(getattr(batch, f)) for f in Batch._fields[:7]),
-                *(one(getattr(batch, f)) for f in Batch._fields[7:]),
-            )
-
-        def epoch(carry, key):
-            def minibatch(carry, mb):
-                params, opt_state = carry
-                (_, m), grads = grad_fn(params, mb)
-                m["loss/grad_norm"] = optax.global_norm(grads)
-                updates, opt_state = optimizer.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), m
-
-            return jax.lax.scan(minibatch, carry, split_minibatches(key))
-
-        key, key_epochs = jax.random.split(state.key)
-        (params, opt_state), m = jax.lax.scan(
-            epoch,
-            (state.params, state.opt_state),
-            jax.random.split(key_epochs, config.rl.epochs),
-        )
-        state = state.replace(params=params, opt_state=opt_state, key=key)
-        return state, jax.tree.map(jnp.mean, m)
-
-    def rl_step(state: TrainState):
-        key, key_collect, key_demo = jax.random.split(state.key, 3)
-        groups, valid, num_batches = collect(state.params, key_collect)
-        batch, stats = prepare(state.params, state.ref_lm, groups, valid, key_demo)
-        state, m = learn(state.replace(key=key), batch)
-        stats.update(m)
-        stats["train/gen_batches"] = num_batches.astype(jnp.float32)
-        return state.replace(step=state.step + 1), stats
-
-    # ------------------------------------------------------------------ evaluation
-    n_eval = min(config.eval.num_prompts, len(eval_split))
-    n_samples = config.eval.num_samples
-    eval_index = jnp.arange(n_eval)
-    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_samples} | {n_samples})
-    num_solutions = jnp.asarray(eval_split.num_solutions)[eval_index]
-
-    def evaluate(params):
-        # A fixed key: every evaluation (and every algorithm) uses the same sampling noise.
-        key = jax.random.PRNGKey(config.eval.seed)
-        resp = generate(
-            params.lm,
-            key,
-            eval_index,
-            num_samples=n_samples,
-            temperature=config.eval.temperature,
-            split=eval_split,
-        )
-        flat = resp.reshape(n_eval * n_samples, R)
-        probs = task.problems(eval_split, jnp.repeat(eval_index, n_samples))
-        correct = task.score(flat, probs).reshape(n_eval, n_samples) > 0
-        answers = task.extract(flat, probs).reshape(n_eval, n_samples)
-        out = {f"eval/pass@{k}": jnp.mean(metrics.pass_at_k_from_correct(correct, k)) for k in ks}
-        label, _, _ = rewards.majority_vote(answers, answers >= 0)
-        maj_ok = jnp.any(correct & (answers == label[:, None]), axis=-1)
-        out[f"eval/maj@{n_samples}"] = jnp.mean(maj_ok.astype(jnp.float32))
-        distinct = distinct_correct(answers, correct)
-        out["eval/distinct_correct"] = jnp.mean(distinct)
-        out["eval/solution_coverage"] = jnp.mean(distinct / num_solutions)
-        out["eval/response_len"] = jnp.mean(jnp.sum(tasks.response_mask(flat), -1))
-        return out
-
-    return Trainer(
+def make_setup(config, backend: Any = None) -> Setup:
+    """Validates ``config`` and builds the task, policy, loss, optimizers and static sizes."""
+    validate_config(config)
+    task = tasks.make_task(config.task, **dict(config.get("task_kwargs", {})))
+    policy = make_policy(
+        {**dict(config.model), "vocab_size": tasks.VOCAB_SIZE},
+        backend=backend,
+        z_layers=config.policy.z_layers,
+        z_stop_grad=config.policy.z_stop_grad,
+        value_stop_grad=config.policy.value_stop_grad,
+    )
+    spec = _spec(config)
+    splits = {"train": task.train, "test": task.test}
+    P, G = config.rl.prompts_per_step, config.rl.group_size
+    return Setup(
         config=config,
         task=task,
         policy=policy,
         spec=spec,
-        sft=jax.jit(sft),
-        init_from_lm=jax.jit(init_from_lm),
-        init=jax.jit(init),
-        generate=generate,
-        score=score,
-        collect=collect,
-        prepare=prepare,
-        learn=learn,
-        rl_step=jax.jit(rl_step),
-        evaluate=jax.jit(evaluate),
-        objective=objective,
+        loss_fn=losses.get_loss(spec.loss),
+        loss_cfg=losses.default_loss_config(spec.loss, **_loss_overrides(config, spec)),
+        adv_cfg=AdvantageConfig(),
+        reward_fn=REWARDS.get(config.rl.reward),
+        prompt_split=splits[config.rl.prompt_split],
+        eval_split=splits[config.eval.split],
+        sft_opt=optax.adam(config.sft.lr),
+        optimizer=make_rl_optimizer(config),
+        Lp=task.prompt_len,
+        R=task.response_len,
+        P=P,
+        G=G,
+        Gt=config.rl.train_group_size or G,
+        M=config.rl.num_minibatches,
+        temperature=float(config.rl.temperature),
+        P_gen=P * (config.rl.gen_factor if spec.dynamic_sampling else 1),
+        n_sft=max(1, int(round(config.sft.demo_fraction * len(task.train)))),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# SFT warm start and initial state
+# ---------------------------------------------------------------------------------------------
+
+
+class OptCarry(NamedTuple):
+    """Parameters and their optax state, carried through the update scans."""
+
+    params: Any
+    opt_state: Any
+
+
+def demo_batch(split, index: Array, key: Array) -> tuple[Array, Array]:
+    """One demonstration per prompt: (tokens i32[B, Lp + R], response mask f32[B, R])."""
+    demos = tasks.sample_demos(split, index, key)  # i32[B, R]
+    prompts = jnp.asarray(split.prompts)[index]
+    return jnp.concatenate([prompts, demos], 1), tasks.response_mask(demos)
+
+
+def sft_nll(s: Setup, init_params: PolicyParams, lm, tokens: Array, mask: Array) -> Array:
+    """Token-mean NLL of the demonstrations under the LM ``lm``."""
+    fw = s.policy.forward(init_params._replace(lm=lm), tokens, s.Lp, 1.0)
+    return agg_loss(-fw.logp, mask, "token-mean")
+
+
+def sft_step(s: Setup, init_params: PolicyParams, carry: OptCarry, key: Array):
+    """One Adam step on ``sft.batch_size`` demonstrations of the first ``n_sft`` problems."""
+    key_idx, key_demo = jax.random.split(key)
+    index = jax.random.randint(key_idx, (s.config.sft.batch_size,), 0, s.n_sft)
+    tokens, mask = demo_batch(s.task.train, index, key_demo)
+    loss, grads = jax.value_and_grad(functools.partial(sft_nll, s, init_params))(
+        carry.params, tokens, mask
+    )
+    updates, opt_state = s.sft_opt.update(grads, carry.opt_state, carry.params)
+    return OptCarry(optax.apply_updates(carry.params, updates), opt_state), loss
+
+
+def run_sft(s: Setup, key: Array):
+    """SFT warm start: (lm variables, f32[sft.steps] losses)."""
+    key_init, key_loop = jax.random.split(key)
+    init_params = s.policy.init(key_init, s.Lp + s.R)
+    carry = OptCarry(init_params.lm, s.sft_opt.init(init_params.lm))
+    carry, sft_losses = jax.lax.scan(
+        functools.partial(sft_step, s, init_params),
+        carry,
+        jax.random.split(key_loop, s.config.sft.steps),
+    )
+    return carry.params, sft_losses
+
+
+def init_from_lm(s: Setup, key: Array, lm) -> TrainState:
+    """RL state from LM weights: fresh log Z and value heads, ``lm`` also frozen as pi_ref."""
+    key_heads, key_state = jax.random.split(key)
+    fresh = s.policy.init(key_heads, s.Lp + s.R)
+    params = PolicyParams(lm=lm, log_z=fresh.log_z, value=fresh.value)
+    return TrainState(
+        params=params,
+        ref_lm=jax.tree.map(jnp.copy, lm),
+        opt_state=s.optimizer.init(params),
+        key=key_state,
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def init_state(s: Setup, key: Array) -> TrainState:
+    key_sft, key_rl = jax.random.split(key)
+    lm, _ = run_sft(s, key_sft)
+    return init_from_lm(s, key_rl, lm)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollouts and scoring
+# ---------------------------------------------------------------------------------------------
+
+
+class Collected(NamedTuple):
+    """One step's groups: Groups (leaves [P, ...]), valid bool[P], num_batches i32[]."""
+
+    groups: Groups
+    valid: Array
+    num_batches: Array
+
+
+def generate(s: Setup, lm, key, index, num_samples=None, temperature=None, split=None) -> Array:
+    """Responses i32[len(index), num_samples, R] (defaults: G samples at the RL temperature from
+    the prompt split)."""
+    num_samples = s.G if num_samples is None else num_samples
+    temperature = s.temperature if temperature is None else temperature
+    split = s.prompt_split if split is None else split
+    prompts = jnp.repeat(jnp.asarray(split.prompts)[index], num_samples, axis=0)
+    resp = s.policy.generate(lm, prompts, key, s.R, temperature)
+    return resp.reshape(index.shape[0], num_samples, s.R)
+
+
+def score(s: Setup, index: Array, responses: Array, split=None) -> Groups:
+    """Verifier scores and training rewards of responses i32[P, G, R] (first Gt kept)."""
+    split = s.prompt_split if split is None else split
+    Pn, Gn = responses.shape[:2]
+    flat = responses.reshape(Pn * Gn, s.R)
+    probs = s.task.problems(split, jnp.repeat(index, Gn))
+    sc = s.task.score(flat, probs).reshape(Pn, Gn)
+    a = s.task.extract(flat, probs).reshape(Pn, Gn)
+    truth = jnp.asarray(split.answers)[index]
+    r, diag = s.reward_fn(a, sc, truth, s.Gt)
+    diag = {"reward_accuracy": jnp.ones(Pn, jnp.float32), **diag}
+    return Groups(
+        prompt_index=index,
+        responses=responses[:, : s.Gt],
+        rewards=r,
+        scores=sc[:, : s.Gt],
+        label_accuracy=diag["label_accuracy"],
+        majority_ratio=diag["majority_ratio"],
+        reward_accuracy=diag["reward_accuracy"],
+    )
+
+
+def gen_and_score(s: Setup, params: PolicyParams, key: Array, num_prompts: int) -> Groups:
+    key_idx, key_gen = jax.random.split(key)
+    index = jax.random.randint(key_idx, (num_prompts,), 0, len(s.prompt_split))
+    return score(s, index, generate(s, params.lm, key_gen, index))
+
+
+def collect(s: Setup, params: PolicyParams, key: Array) -> Collected:
+    """P groups: one generation batch, or DAPO dynamic sampling (all-equal groups dropped,
+    refilled from batches of ``gen_factor * P`` prompts, at most ``max_gen_batches``)."""
+    if not s.spec.dynamic_sampling:
+        groups = gen_and_score(s, params, key, s.P)
+        return Collected(groups, jnp.ones((s.P,), bool), jnp.ones((), jnp.int32))
+
+    def gen(k):
+        g = gen_and_score(s, params, k, s.P_gen)
+        return (g, g.rewards), g.rewards
+
+    out = sampling.dynamic_sample(gen, key, s.P, s.config.rl.max_gen_batches)
+    return Collected(out.batch[0], out.valid, out.num_batches)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch preparation: old/ref log-probs, advantages, HPT switch, demonstrations
+# ---------------------------------------------------------------------------------------------
+
+
+def train_stats(
+    groups: Groups, valid: Array, old, ref, mask: Array, seq_valid: Array, sft_weight: Array
+) -> dict[str, Array]:
+    """f32 train metrics of one batch (per-group means over the valid groups). ``old``, ``ref``:
+    policy forward passes (logp, entropy, log_z) under pi_old and pi_ref."""
+    n_valid = jnp.maximum(jnp.sum(valid), 1)
+    vmean = lambda x: jnp.sum(x * valid) / n_valid  # noqa: E731 - per-group mean
+    return {
+        "train/sft_fraction": vmean(sft_weight),
+        "train/reward": vmean(jnp.mean(groups.rewards, -1)),
+        "train/accuracy": vmean(jnp.mean(groups.scores, -1)),
+        "train/entropy": masked_mean(old.entropy, mask),
+        "train/kl_ref": masked_mean(kl_estimate(old.logp, ref.logp, "k3"), mask),
+        "train/response_len": jnp.sum(mask) / jnp.maximum(jnp.sum(seq_valid), 1.0),
+        "train/valid_groups": jnp.mean(valid.astype(jnp.float32)),
+        "train/label_accuracy": vmean(groups.label_accuracy),
+        "train/majority_ratio": vmean(groups.majority_ratio),
+        "train/reward_accuracy": vmean(groups.reward_accuracy),
+        "train/log_z": jnp.mean(old.log_z),
+        "train/seq_logp": masked_mean(seq_sum(old.logp, mask), seq_valid),
+    }
+
+
+def prepare(s: Setup, params: PolicyParams, ref_lm, groups: Groups, valid: Array, key: Array):
+    """(Batch, train metrics): old/ref log-probs, advantages, HPT switch and demonstrations."""
+    B = s.P * s.Gt
+    prompts = jnp.asarray(s.prompt_split.prompts)[groups.prompt_index]  # [P, Lp]
+    resp = groups.responses.reshape(B, s.R)
+    tokens = jnp.concatenate([jnp.repeat(prompts, s.Gt, axis=0), resp], 1)
+    seq_valid = jnp.repeat(valid, s.Gt).astype(jnp.float32)
+    mask = tasks.response_mask(resp) * seq_valid[:, None]
+    old = s.policy.forward(params, tokens, s.Lp, s.temperature)
+    ref = s.policy.forward(params._replace(lm=ref_lm), tokens, s.Lp, s.temperature)
+    adv = compute_advantages(
+        s.spec.advantage,
+        AdvantageInputs(
+            token_rewards=outcome_to_token_rewards(groups.rewards.reshape(B), mask),
+            mask=mask,
+            group_ids=jnp.repeat(jnp.arange(s.P), s.Gt),
+            values=old.values,
+            seq_valid=seq_valid,
+        ),
+        s.adv_cfg,
+    )
+    num_correct = jnp.sum(groups.rewards > 0, axis=-1)  # [P]
+    alpha, beta = upge.hpt_switch(num_correct, s.spec.hpt_gate)
+    alpha = alpha * valid
+    beta = beta * valid
+    demo_tokens, demo_mask = demo_batch(s.prompt_split, groups.prompt_index, key)
+    batch = Batch(
+        tokens=tokens,
+        mask=mask,
+        advantages=adv.advantages,
+        returns=adv.returns,
+        old_logp=old.logp,
+        ref_logp=ref.logp,
+        rl_weight=jnp.repeat(alpha, s.Gt),
+        demo_tokens=demo_tokens,
+        demo_mask=demo_mask,
+        sft_weight=beta,
+    )
+    return batch, train_stats(groups, valid, old, ref, mask, seq_valid, beta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Objective and updates
+# ---------------------------------------------------------------------------------------------
+
+
+def objective(s: Setup, params: PolicyParams, mb: Batch) -> tuple[Array, dict[str, Array]]:
+    """L_policy(inputs masked by alpha) + value_coef L_value - entropy_coef H
+    + sft_coef L_SFT(demonstrations weighted by 1 - alpha); see the module docstring."""
+    spec = s.spec
+    fw = s.policy.forward(params, mb.tokens, s.Lp, s.temperature)
+    mask = mb.mask * (mb.rl_weight > 0)[:, None]
+    inputs = LossInputs(
+        logp=fw.logp,
+        mask=mask,
+        advantages=mb.advantages * mb.rl_weight[:, None],
+        old_logp=mb.old_logp,
+        ref_logp=mb.ref_logp,
+        log_z=fw.log_z,
+    )
+    loss_pg, m = s.loss_fn(inputs, s.loss_cfg)
+    value_loss = 0.5 * masked_mean(jnp.square(fw.values - mb.returns), mask)
+    entropy = masked_mean(fw.entropy, mask)
+    total = loss_pg + spec.value_coef * value_loss - spec.entropy_coef * entropy
+    out = {f"loss/{k}": v for k, v in m.items()}
+    out["loss/value"] = value_loss
+    if spec.sft_coef > 0:  # HPT-style rows mix in SFT on demonstrations
+        fd = s.policy.forward(params, mb.demo_tokens, s.Lp, s.temperature)
+        sft_mask = mb.demo_mask * (mb.sft_weight > 0)[:, None]
+        loss_sft = agg_loss(-mb.sft_weight[:, None] * fd.logp, sft_mask, "token-mean")
+        total = total + spec.sft_coef * loss_sft
+        out["loss/sft"] = loss_sft
+    out["loss/total"] = total
+    return total, out
+
+
+def split_minibatches(s: Setup, batch: Batch, key: Array) -> Batch:
+    """Shuffles whole prompt groups and splits them into M minibatches (leaves [M, ...]);
+    per-sequence fields have Gt rows per group, per-prompt (demonstration) fields one."""
+    perm = jax.random.permutation(key, s.P)
+
+    def per_group(x, rows_per_group):
+        x = x.reshape(s.P, rows_per_group, *x.shape[1:])[perm]
+        return x.reshape(s.M, (s.P // s.M) * rows_per_group, *x.shape[2:])
+
+    seq = functools.partial(per_group, rows_per_group=s.Gt)
+    one = functools.partial(per_group, rows_per_group=1)
+    return Batch(
+        tokens=seq(batch.tokens),
+        mask=seq(batch.mask),
+        advantages=seq(batch.advantages),
+        returns=seq(batch.returns),
+        old_logp=seq(batch.old_logp),
+        ref_logp=seq(batch.ref_logp),
+        rl_weight=seq(batch.rl_weight),
+        demo_tokens=one(batch.demo_tokens),
+        demo_mask=one(batch.demo_mask),
+        sft_weight=one(batch.sft_weight),
+    )
+
+
+def minibatch_update(s: Setup, carry: OptCarry, mb: Batch) -> tuple[OptCarry, dict[str, Array]]:
+    """One AdamW step of :func:`objective` on a minibatch."""
+    grad_fn = jax.value_and_grad(functools.partial(objective, s), has_aux=True)
+    (_, m), grads = grad_fn(carry.params, mb)
+    m["loss/grad_norm"] = optax.global_norm(grads)
+    updates, opt_state = s.optimizer.update(grads, carry.opt_state, carry.params)
+    return OptCarry(optax.apply_updates(carry.params, updates), opt_state), m
+
+
+def epoch(s: Setup, batch: Batch, carry: OptCarry, key: Array):
+    """One pass over the batch in M shuffled minibatches."""
+    return jax.lax.scan(
+        functools.partial(minibatch_update, s), carry, split_minibatches(s, batch, key)
+    )
+
+
+def learn(s: Setup, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
+    """``rl.epochs`` epochs of minibatch updates; metrics averaged over all of them."""
+    key, key_epochs = jax.random.split(state.key)
+    carry, m = jax.lax.scan(
+        functools.partial(epoch, s, batch),
+        OptCarry(state.params, state.opt_state),
+        jax.random.split(key_epochs, s.config.rl.epochs),
+    )
+    state = state.replace(params=carry.params, opt_state=carry.opt_state, key=key)
+    return state, jax.tree.map(jnp.mean, m)
+
+
+def rl_step(s: Setup, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
+    """Collect, prepare, learn: one RL step."""
+    key, key_collect, key_demo = jax.random.split(state.key, 3)
+    got = collect(s, state.params, key_collect)
+    batch, stats = prepare(s, state.params, state.ref_lm, got.groups, got.valid, key_demo)
+    state, m = learn(s, state.replace(key=key), batch)
+    stats.update(m)
+    stats["train/gen_batches"] = got.num_batches.astype(jnp.float32)
+    return state.replace(step=state.step + 1), stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(s: Setup, params: PolicyParams) -> dict[str, Array]:
+    """pass@k (k up to n), maj@n, distinct correct answers and their share of all solutions,
+    response length, on the first ``eval.num_prompts`` prompts of the eval split."""
+    config, split = s.config, s.eval_split
+    n_eval = min(config.eval.num_prompts, len(split))
+    n_samples = config.eval.num_samples
+    eval_index = jnp.arange(n_eval)
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_samples} | {n_samples})
+    # A fixed key: every evaluation (and every algorithm) uses the same sampling noise.
+    key = jax.random.PRNGKey(config.eval.seed)
+    resp = generate(s, params.lm, key, eval_index, n_samples, config.eval.temperature, split)
+    flat = resp.reshape(n_eval * n_samples, s.R)
+    probs = s.task.problems(split, jnp.repeat(eval_index, n_samples))
+    correct = s.task.score(flat, probs).reshape(n_eval, n_samples) > 0
+    answers = s.task.extract(flat, probs).reshape(n_eval, n_samples)
+    out = {f"eval/pass@{k}": jnp.mean(metrics.pass_at_k_from_correct(correct, k)) for k in ks}
+    label, _, _ = rewards.majority_vote(answers, answers >= 0)
+    maj_ok = jnp.any(correct & (answers == label[:, None]), axis=-1)
+    out[f"eval/maj@{n_samples}"] = jnp.mean(maj_ok.astype(jnp.float32))
+    distinct = distinct_correct(answers, correct)
+    num_solutions = jnp.asarray(split.num_solutions)[eval_index]
+    out["eval/distinct_correct"] = jnp.mean(distinct)
+    out["eval/solution_coverage"] = jnp.mean(distinct / num_solutions)
+    out["eval/response_len"] = jnp.mean(jnp.sum(tasks.response_mask(flat), -1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Builder: binds the functions above to one Setup
+# ---------------------------------------------------------------------------------------------
+
+
+class Trainer(NamedTuple):
+    """The pieces ``make_train`` composes (exposed for tests and the benchmark), each a
+    module-level function of this file bound to one :class:`Setup`."""
+
+    config: Any
+    task: tasks.Task
+    policy: Policy
+    spec: AlgoSpec
+    sft: Callable  # key -> (lm variables, f32[steps] losses)
+    init_from_lm: Callable  # (key, lm variables) -> TrainState
+    init: Callable  # key -> TrainState (SFT then RL init)
+    generate: Callable  # (lm params, key, prompt index i32[P]) -> responses i32[P, G, R]
+    score: Callable  # (prompt index, responses) -> Groups
+    collect: Callable  # (params, key) -> Collected
+    prepare: Callable  # (state params, ref, Groups, valid, key) -> (Batch, metrics)
+    learn: Callable  # (state, Batch) -> (state, metrics)
+    rl_step: Callable  # state -> (state, metrics), jitted
+    evaluate: Callable  # params -> metrics, jitted
+    objective: Callable  # (params, Batch) -> (loss, metrics)
+
+
+def build(config, backend: Any = None) -> Trainer:
+    """Binds the RL functions to the :class:`Setup` of a validated config.
+
+    Args:
+      config: the experiment config (see ``experiments/configs/flowrl.py``).
+      backend: LM module with ``make_model``/``generate`` (default :mod:`ssm.lm`).
+    """
+    s = make_setup(config, backend)
+    bind = lambda fn: functools.partial(fn, s)  # noqa: E731
+    return Trainer(
+        config=config,
+        task=s.task,
+        policy=s.policy,
+        spec=s.spec,
+        sft=jax.jit(bind(run_sft)),
+        init_from_lm=jax.jit(bind(init_from_lm)),
+        init=jax.jit(bind(init_state)),
+        generate=bind(generate),
+        score=bind(score),
+        collect=bind(collect),
+        prepare=bind(prepare),
+        learn=bind(learn),
+        rl_step=jax.jit(bind(rl_step)),
+        evaluate=jax.jit(bind(evaluate)),
+        objective=bind(objective),
     )
 
 
@@ -715,6 +850,34 @@ def sft_start(trainer: Trainer, key: Array, config=None) -> tuple[Any, dict]:
     return lm, info
 
 
+def start_eval(trainer: Trainer, params: PolicyParams, sft_info: dict, workdir: str) -> dict:
+    """Evaluation of the SFT start, written once to ``workdir/start_eval.json`` (with the SFT
+    info) and read back from there on a resumed run."""
+    start_path = os.path.join(workdir, "start_eval.json")
+    if not os.path.exists(start_path):
+        start = {k: float(v) for k, v in trainer.evaluate(params).items()}
+        with open(start_path, "w") as f:
+            json.dump({**start, **sft_info}, f, indent=2, sort_keys=True)
+    with open(start_path) as f:
+        return json.load(f)
+
+
+def tokens_per_step(trainer: Trainer) -> int:
+    """Response tokens generated per RL step (DAPO generates ``gen_factor`` times more)."""
+    rl = trainer.config.rl
+    gen_factor = rl.gen_factor if trainer.spec.dynamic_sampling else 1
+    return rl.prompts_per_step * rl.group_size * trainer.task.response_len * gen_factor
+
+
+def timed_rl_step(trainer: Trainer, num_tokens: int, state: TrainState):
+    """One jitted RL step on the host, with its wall time and throughput added to the metrics."""
+    t0 = time.perf_counter()
+    state, m = trainer.rl_step(state)
+    m = jax.device_get(m)
+    dt = time.perf_counter() - t0
+    return state, {**m, "perf/step_s": dt, "perf/tokens_per_s": num_tokens / dt}
+
+
 def train_and_evaluate(
     config, workdir: str, backend: Any = None, trainer: Trainer | None = None
 ) -> dict:
@@ -725,8 +888,6 @@ def train_and_evaluate(
     ``trainer``: a :func:`build` result for a config that differs from ``config`` at most in
     ``seed`` (the sweep reuses compiled functions across seeds this way).
     """
-    import harness
-
     if trainer is None:
         trainer = build(config, backend)
     else:
@@ -741,27 +902,8 @@ def train_and_evaluate(
     def init(_):
         return trainer.init_from_lm(key_rl, lm)
 
-    start_path = os.path.join(workdir, "start_eval.json")
-    if not os.path.exists(start_path):
-        start = {k: float(v) for k, v in trainer.evaluate(init(None).params).items()}
-        with open(start_path, "w") as f:
-            json.dump({**start, **sft_info}, f, indent=2, sort_keys=True)
-    with open(start_path) as f:
-        start = json.load(f)
-
-    tokens_per_step = (
-        config.rl.prompts_per_step
-        * config.rl.group_size
-        * trainer.task.response_len
-        * (config.rl.gen_factor if trainer.spec.dynamic_sampling else 1)
-    )
-
-    def update(state):
-        t0 = time.perf_counter()
-        state, m = trainer.rl_step(state)
-        m = jax.device_get(m)
-        dt = time.perf_counter() - t0
-        return state, {**m, "perf/step_s": dt, "perf/tokens_per_s": tokens_per_step / dt}
+    start = start_eval(trainer, init(None).params, sft_info, workdir)
+    update = functools.partial(timed_rl_step, trainer, tokens_per_step(trainer))
 
     summary = harness.run_experiment(
         config,

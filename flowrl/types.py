@@ -17,6 +17,8 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import jax
 
+import harness
+
 Array = jax.Array
 Metrics = dict[str, Array]
 
@@ -254,34 +256,28 @@ E = TypeVar("E", bound=enum.Enum)
 F = TypeVar("F", bound=Callable)
 
 
-class Registry(Generic[E, F]):
-    """Name -> function table keyed by a str Enum; duplicates and unknown names raise ValueError."""
+class Registry(harness.Registry[F], Generic[E, F]):
+    """:class:`harness.Registry` keyed by a str Enum: a name must be a member of ``names`` to be
+    registered, Enum members and their string values look up the same entry, iteration is sorted,
+    and an unknown name raises ConfigError (a ValueError) listing the registered ones."""
 
     def __init__(self, kind: str, names: type[E]):
-        self.kind = kind
-        self.names = names
-        self._table: dict[str, F] = {}
+        super().__init__(kind)
+        self.enum = names
 
     def register(self, name: E | str) -> Callable[[F], F]:
-        key = check_name(self.names, name, f"{self.kind} name")
+        return super().register(check_name(self.enum, name, f"{self.kind} name"))
 
-        def decorator(fn: F) -> F:
-            if key in self._table:
-                raise ValueError(f"{self.kind} {key!r} is already registered")
-            self._table[key] = fn
-            return fn
-
-        return decorator
-
-    def get(self, name: E | str) -> F:
+    def get(self, name: E | str, field: str | None = None) -> F:
         key = name.value if isinstance(name, enum.Enum) else name
-        if key not in self._table:
-            raise ValueError(f"unknown {self.kind} {name!r}; registered: {sorted(self._table)}")
-        return self._table[key]
+        if key not in self:
+            raise harness.ConfigError(
+                f"unknown {self.kind} {name!r}; registered: {sorted(self.names())}"
+            )
+        return super().get(key, field)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._table))
+        return iter(sorted(self.names()))
 
     def __contains__(self, name: object) -> bool:
-        key = name.value if isinstance(name, enum.Enum) else name
-        return key in self._table
+        return super().__contains__(name.value if isinstance(name, enum.Enum) else name)

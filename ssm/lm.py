@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import harness
 from ssm import mamba, mamba2, s4, s4d, scan, transformer
 
 Array = jax.Array
@@ -69,80 +70,138 @@ class LMConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(m) - names)
         if unknown:
-            raise ValueError(f"unknown model config fields {unknown}; known: {sorted(names)}")
+            raise harness.ConfigError(
+                f"unknown model config fields {unknown}; known: {sorted(names)}"
+            )
         return cls(**dict(m))
+
+
+def _no_check(root: Any, field: str) -> None:
+    del root, field
 
 
 class LayerSpec(NamedTuple):
     """A registered mixer: ``make(cfg) -> Module`` and ``init_cache(cfg, batch, max_len)``;
-    ``prenorm``: the LM applies RMSNorm before the mixer."""
+    ``prenorm``: the LM applies RMSNorm before the mixer; ``check(root, field)``: raises
+    ConfigError for a bad value of a config field this layer reads (``root[field]`` holds the
+    LMConfig fields, ``field`` is their dotted prefix, e.g. ``"model"``)."""
 
     make: Callable[[LMConfig], nn.Module]
     init_cache: Callable[[LMConfig, int, int], Any]
     prenorm: bool = True
+    check: Callable[[Any, str], None] = _no_check
 
 
 def _scale(cfg: LMConfig) -> float:
     return 1.0 / math.sqrt(cfg.n_layers)
 
 
-LAYERS: dict[str, LayerSpec] = {
-    "mamba": LayerSpec(
+def _check_mamba(root: Any, field: str) -> None:
+    harness.check_choice(root, f"{field}.scan_method", scan.methods())
+
+
+def _check_mamba2(root: Any, field: str) -> None:
+    harness.check_choice(root, f"{field}.ssd_impl", mamba2.SSD_IMPLS)
+
+
+def _check_even_state(root: Any, field: str) -> None:
+    """S4 and S4D store one of each conjugate pair of modes, so d_state must be even."""
+    n = harness.check_int(root, f"{field}.d_state", lo=2)
+    if n % 2:
+        raise harness.ConfigError(
+            f"config.{field}.d_state={n} must be even for the conjugate-pair S4/S4D state"
+        )
+
+
+def _check_s4d(root: Any, field: str) -> None:
+    harness.check_choice(root, f"{field}.s4d_init", s4d.INITS)
+    harness.check_choice(root, f"{field}.s4d_disc", s4d.DISCRETISATIONS)
+    _check_even_state(root, field)
+
+
+LAYERS: harness.Registry[LayerSpec] = harness.Registry("layer")
+LAYERS.add(
+    "mamba",
+    LayerSpec(
         make=lambda c: mamba.MambaMixer(
-            c.d_model, c.d_state, c.d_conv, c.expand, c.dt_rank or None,
-            scan_method=c.scan_method, chunk_size=c.chunk_size, out_proj_scale=_scale(c),
+            c.d_model,
+            c.d_state,
+            c.d_conv,
+            c.expand,
+            c.dt_rank or None,
+            scan_method=c.scan_method,
+            chunk_size=c.chunk_size,
+            out_proj_scale=_scale(c),
         ),
-        init_cache=lambda c, b, n: mamba.init_mamba_cache(b, c.d_model, c.d_state, c.d_conv,
-                                                          c.expand),
+        init_cache=lambda c, b, n: mamba.init_mamba_cache(
+            b, c.d_model, c.d_state, c.d_conv, c.expand
+        ),
+        check=_check_mamba,
     ),
-    "mamba2": LayerSpec(
+)
+LAYERS.add(
+    "mamba2",
+    LayerSpec(
         make=lambda c: mamba2.Mamba2Mixer(
-            c.d_model, c.d_state, c.d_conv, c.expand, c.headdim, c.ngroups,
-            chunk_size=c.chunk_size, ssd_impl=c.ssd_impl, out_proj_scale=_scale(c),
+            c.d_model,
+            c.d_state,
+            c.d_conv,
+            c.expand,
+            c.headdim,
+            c.ngroups,
+            chunk_size=c.chunk_size,
+            ssd_impl=c.ssd_impl,
+            out_proj_scale=_scale(c),
         ),
         init_cache=lambda c, b, n: mamba2.init_mamba2_cache(
-            b, c.d_model, c.d_state, c.d_conv, c.expand, c.headdim, c.ngroups),
+            b, c.d_model, c.d_state, c.d_conv, c.expand, c.headdim, c.ngroups
+        ),
+        check=_check_mamba2,
     ),
-    "s4d": LayerSpec(
+)
+LAYERS.add(
+    "s4d",
+    LayerSpec(
         make=lambda c: s4d.S4DLayer(c.d_model, c.d_state, a_init=c.s4d_init, disc=c.s4d_disc),
         init_cache=lambda c, b, n: s4d.init_s4d_cache(b, c.d_model, c.d_state),
+        check=_check_s4d,
     ),
-    "s4": LayerSpec(
+)
+LAYERS.add(
+    "s4",
+    LayerSpec(
         make=lambda c: s4.S4Layer(c.d_model, c.d_state, l_max=c.max_len),
         init_cache=lambda c, b, n: s4.init_s4_cache(b, c.d_model, c.d_state),
+        check=_check_even_state,
     ),
-    "transformer": LayerSpec(
-        make=lambda c: transformer.TransformerMixer(
-            c.d_model, c.n_heads, c.mlp_ratio, c.norm_eps, out_proj_scale=_scale(c)),
-        init_cache=lambda c, b, n: transformer.init_kv_cache(b, n, c.d_model, c.n_heads),
-        prenorm=False,
-    ),
-}  # fmt: skip
+)
+LAYERS.add("transformer", LayerSpec(
+    make=lambda c: transformer.TransformerMixer(
+        c.d_model, c.n_heads, c.mlp_ratio, c.norm_eps, out_proj_scale=_scale(c)),
+    init_cache=lambda c, b, n: transformer.init_kv_cache(b, n, c.d_model, c.n_heads),
+    prenorm=False,
+))  # fmt: skip
+
+_POSITIVE_FIELDS = ("vocab_size", "d_model", "n_layers", "max_len", "d_state", "d_conv", "expand")
 
 
 def layer_names() -> tuple[str, ...]:
-    return tuple(sorted(LAYERS))
+    return tuple(sorted(LAYERS.names()))
 
 
-def validate(cfg: LMConfig) -> LMConfig:
-    """Raises ValueError naming the field and the allowed values; returns cfg."""
-    if cfg.layer not in LAYERS:
-        raise ValueError(f"model.layer={cfg.layer!r} unknown; registered layers: {layer_names()}")
-    if cfg.layer == "mamba" and cfg.scan_method not in scan.methods():
-        raise ValueError(
-            f"model.scan_method={cfg.scan_method!r} unknown; registered: {scan.methods()}"
-        )
-    if cfg.layer == "mamba2" and cfg.ssd_impl not in mamba2.SSD_IMPLS:
-        raise ValueError(f"model.ssd_impl={cfg.ssd_impl!r} unknown; allowed: {mamba2.SSD_IMPLS}")
-    if cfg.layer == "s4d" and cfg.s4d_init not in s4d.INITS:
-        raise ValueError(f"model.s4d_init={cfg.s4d_init!r} unknown; allowed: {s4d.INITS}")
-    if cfg.layer == "s4d" and cfg.s4d_disc not in s4d.DISCRETISATIONS:
-        raise ValueError(f"model.s4d_disc={cfg.s4d_disc!r}; allowed: {s4d.DISCRETISATIONS}")
-    for name in ("vocab_size", "d_model", "n_layers", "max_len", "d_state", "d_conv", "expand"):
-        if int(getattr(cfg, name)) < 1:
-            raise ValueError(f"model.{name}={getattr(cfg, name)} must be >= 1")
-    if cfg.layer in ("s4", "s4d") and cfg.d_state % 2:
-        raise ValueError(f"model.d_state={cfg.d_state} must be even for {cfg.layer}")
+def validate(cfg: LMConfig | Mapping[str, Any], field: str = "model") -> LMConfig:
+    """The one validator of the model config (used by :func:`make_model`, ``ssm.train`` and
+    ``flowrl.trainer``): the layer name from :data:`LAYERS`, the shared sizes, then the chosen
+    layer's own ``check``. Raises :class:`harness.ConfigError` (a ValueError) naming
+    ``config.<field>.<name>`` and the allowed values; returns the config as an LMConfig."""
+    if not isinstance(cfg, LMConfig):
+        cfg = LMConfig.from_mapping(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+    root = {field: cfg}
+    spec = LAYERS.get(cfg.layer, f"{field}.layer")
+    for name in _POSITIVE_FIELDS:
+        harness.check_int(root, f"{field}.{name}", lo=1)
+    harness.check_int(root, f"{field}.dt_rank", lo=0)
+    spec.check(root, field)
     return cfg
 
 
@@ -153,7 +212,7 @@ class LM(nn.Module):
 
     def setup(self):
         c = self.config
-        spec = LAYERS[c.layer]
+        spec = LAYERS.get(c.layer)
         self.embed = nn.Embed(c.vocab_size, c.d_model, embedding_init=nn.initializers.normal(0.02))
         self.mixers = [spec.make(c) for _ in range(c.n_layers)]
         self.norms = [
@@ -164,7 +223,7 @@ class LM(nn.Module):
             self.head = nn.Dense(c.vocab_size, use_bias=False, name="head")
 
     def _pre(self, i, h):
-        if LAYERS[self.config.layer].prenorm:
+        if LAYERS.get(self.config.layer).prenorm:
             return transformer.rms_norm(h, self.norms[i], self.config.norm_eps)
         return h
 
@@ -197,8 +256,6 @@ class LM(nn.Module):
 
 def make_model(cfg: LMConfig | Mapping[str, Any]) -> LM:
     """Validated :class:`LM` from an :class:`LMConfig` or a mapping (e.g. ``config.model``)."""
-    if not isinstance(cfg, LMConfig):
-        cfg = LMConfig.from_mapping(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
     return LM(validate(cfg))
 
 
@@ -209,7 +266,7 @@ def init_params(model: LM, key: Array, seq_len: int = 8) -> Any:
 
 def init_caches(cfg: LMConfig, batch: int, max_len: int) -> tuple:
     """Zero decode caches for every layer (a tuple of the layers' cache NamedTuples)."""
-    spec = LAYERS[cfg.layer]
+    spec = LAYERS.get(cfg.layer)
     return tuple(spec.init_cache(cfg, batch, max_len) for _ in range(cfg.n_layers))
 
 

@@ -22,7 +22,7 @@ scanned ``lax.scan`` inputs, and Triton ``CompilerParams`` passed explicitly bec
 otherwise selects Mosaic GPU, which fails for this kernel.
 
 Backward: a ``jax.custom_vjp`` whose backward recomputes through the pure-JAX chunked scan
-(``ssm.scan.selective_scan_chunked``), the option SSM.md §5.4 calls "simplest correct". A
+(``ssm.scan_xla.selective_scan_chunked``), the option SSM.md §5.4 calls "simplest correct". A
 reverse-time Pallas backward kernel is future work.
 
 ``block_d``, ``num_warps`` and ``num_stages`` are untuned defaults: no GPU was available when this
@@ -40,7 +40,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from ssm import scan as scan_lib
+from ssm import scan_xla
 
 Array = jax.Array
 
@@ -135,7 +135,7 @@ def selective_scan_pallas_fwd(
         interpret = jax.default_backend() == "cpu"
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
-    Bg, Cg = scan_lib.as_grouped(B), scan_lib.as_grouped(C)
+    Bg, Cg = scan_xla.as_grouped(B), scan_xla.as_grouped(C)
     groups = Bg.shape[2]
     per_group = d_inner // groups
     bd = _pow2_block(d_inner, per_group, block_d)
@@ -151,7 +151,7 @@ def selective_scan_pallas_fwd(
         jnp.zeros((d_inner,), jnp.float32) if delta_bias is None else delta_bias.astype(jnp.float32)
     )
 
-    h0_k = scan_lib.initial_h(initial_state, batch, d_inner, d_state)
+    h0_k = scan_xla.initial_h(initial_state, batch, d_inner, d_state)
     if n_pad:
         h0_k = jnp.pad(h0_k, [(0, 0), (0, 0), (0, n_pad)])
 
@@ -226,7 +226,7 @@ def _scan_bwd(static, interpret, chunk_size, delta_softplus, operands, cotangent
 
     def chunked(*ops):
         *ops, h0 = ops
-        return scan_lib.selective_scan_chunked(
+        return scan_xla.selective_scan_chunked(
             *ops, delta_softplus=delta_softplus, chunk_size=chunk_size, initial_state=h0
         )
 

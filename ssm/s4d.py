@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm import hippo
+
 Array = jax.Array
 
 # Registered discretisations: name -> (dtA -> (log dA, dB / B)) for diagonal A and B = 1.
@@ -69,9 +71,7 @@ def init_diag_A(init: str, N: int) -> np.ndarray:
     if init == "real":
         return -(n + 1) + 0j
     if init == "legs":
-        from ssm import s4
-
-        return s4.make_dplr_legs(N).Lambda
+        return hippo.make_dplr_legs(N).Lambda
     raise ValueError(f"unknown S4D init {init!r}; registered inits: {list(INITS)}")
 
 

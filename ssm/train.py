@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 import harness
-from ssm import lm, mamba2, s4d, scan, tasks
+from ssm import lm, tasks
 
 Array = jax.Array
 
@@ -39,16 +39,9 @@ class TrainState(NamedTuple):
 
 def validate_config(config) -> None:
     """Raises :class:`harness.ConfigError` naming the field and the allowed values."""
-    harness.check_choice(config, "model.layer", lm.layer_names())
+    lm.validate(config.model)
     harness.check_choice(config, "task.name", tasks.names())
-    harness.check_choice(config, "model.scan_method", scan.methods())
-    harness.check_choice(config, "model.ssd_impl", mamba2.SSD_IMPLS)
-    harness.check_choice(config, "model.s4d_init", s4d.INITS)
-    harness.check_choice(config, "model.s4d_disc", s4d.DISCRETISATIONS)
     for f in (
-        "model.d_model",
-        "model.n_layers",
-        "model.d_state",
         "task.seq_len",
         "train.batch_size",
         "train.num_updates",

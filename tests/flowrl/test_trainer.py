@@ -220,3 +220,37 @@ def test_make_train_is_pure_and_dynamic_sampling_runs():
     assert m1["train/gen_batches"].shape == (2,)
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_split_minibatches_keeps_each_group_with_its_demonstration():
+    """Every field of the Batch is split by whole prompt groups, and per-sequence rows stay with
+    the demonstration row of the same prompt (split_minibatches alone, no model)."""
+    Pn, Gt, M, R = 4, 3, 2, 5
+    s = TR.Setup(*([None] * len(TR.Setup._fields)))._replace(P=Pn, Gt=Gt, M=M)
+    group_of_row = jnp.repeat(jnp.arange(Pn), Gt).astype(jnp.float32)  # [P Gt]
+    seq2 = jnp.broadcast_to(group_of_row[:, None], (Pn * Gt, R))
+    per_prompt = jnp.arange(Pn).astype(jnp.float32)
+    batch = TR.Batch(
+        tokens=seq2,
+        mask=seq2 + 10,
+        advantages=seq2 + 20,
+        returns=seq2 + 30,
+        old_logp=seq2 + 40,
+        ref_logp=seq2 + 50,
+        rl_weight=group_of_row + 60,
+        demo_tokens=jnp.broadcast_to(per_prompt[:, None], (Pn, R)),
+        demo_mask=jnp.broadcast_to(per_prompt[:, None], (Pn, R)) + 70,
+        sft_weight=per_prompt + 80,
+    )
+    out = TR.split_minibatches(s, batch, jax.random.PRNGKey(3))
+    offsets = dict(zip(TR.Batch._fields, (0, 10, 20, 30, 40, 50, 60, 0, 70, 80), strict=True))
+    groups = np.asarray(out.sft_weight) - 80  # [M, P / M] prompt of each demonstration row
+    assert sorted(groups.ravel().tolist()) == list(range(Pn))
+    for name in TR.Batch._fields:
+        x = np.asarray(getattr(out, name)) - offsets[name]
+        rows = Gt if name in ("tokens", "mask", "advantages", "returns", "old_logp",
+                              "ref_logp", "rl_weight") else 1  # fmt: skip
+        assert x.shape[:2] == (M, (Pn // M) * rows), name
+        expect = np.repeat(groups, rows, axis=1)
+        x = x.reshape(M, (Pn // M) * rows, -1)[..., 0]
+        np.testing.assert_array_equal(x, expect, err_msg=name)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm import mamba, mamba2, s4, s4d
+from ssm import hippo, mamba, mamba2, s4, s4d
 
 # fp32 tolerances (SSM.md §1.3 / §4.4): outputs of magnitude ~1.
 RTOL, ATOL = 1e-4, 1e-5
@@ -30,14 +30,14 @@ def _hippo_closed_form(N):
 
 @pytest.mark.parametrize("N", [1, 4, 9])
 def test_hippo_legs_matches_closed_form(N):
-    A, B = s4.make_hippo_legs(N)
+    A, B = hippo.make_hippo_legs(N)
     A_ref, B_ref = _hippo_closed_form(N)
     np.testing.assert_allclose(A, A_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(B, B_ref, rtol=1e-12)
 
 
 def test_nplr_normal_part_is_skew_minus_half():
-    A, P, _ = s4.make_nplr_legs(8)
+    A, P, _ = hippo.make_nplr_legs(8)
     S = A + np.outer(P, P)
     # S = -1/2 I + skew-symmetric  <=>  S + S^T = -I
     np.testing.assert_allclose(S + S.T, -np.eye(8), atol=1e-12)
@@ -45,14 +45,14 @@ def test_nplr_normal_part_is_skew_minus_half():
 
 @pytest.mark.parametrize("N", [4, 8])
 def test_dplr_reconstructs_hippo(N):
-    d = s4.make_dplr_legs(N)
+    d = hippo.make_dplr_legs(N)
     assert np.all(d.Lambda.imag <= 1e-12)
     np.testing.assert_allclose(d.Lambda.real, -0.5, atol=1e-12)
     V = np.concatenate([d.V, d.V.conj()], axis=1)
     lam = np.concatenate([d.Lambda, d.Lambda.conj()])
     Pt = np.concatenate([d.P, d.P.conj()])
     A_rec = V @ (np.diag(lam) - np.outer(Pt, Pt.conj())) @ V.conj().T
-    A, _, B = s4.make_nplr_legs(N)
+    A, _, B = hippo.make_nplr_legs(N)
     np.testing.assert_allclose(A_rec, A, atol=1e-9)
     np.testing.assert_allclose(V @ np.concatenate([d.B, d.B.conj()]), B, atol=1e-9)
 
@@ -82,7 +82,7 @@ def test_s4d_kernel_equals_explicit_sum(init, disc):
 
 def test_s4_cauchy_kernel_equals_recurrent_powers():
     H, N, L = 2, 8, 16
-    d = s4.make_dplr_legs(N)
+    d = hippo.make_dplr_legs(N)
     rng = np.random.default_rng(1)
     Ct = rng.normal(size=(H, N // 2)) + 1j * rng.normal(size=(H, N // 2))
     c64 = lambda x: jnp.asarray(np.broadcast_to(x, (H, N // 2)), jnp.complex64)
@@ -99,10 +99,10 @@ def test_s4_bilinear_matches_dense_hippo_discretisation():
     # Independent path: dense HiPPO A, bilinear (I - dt/2 A)^-1 (I + dt/2 A); with C = ones the
     # kernel C dA^l dB is basis independent, so it must match the DPLR recurrence.
     N, L, dt = 6, 10, 0.05
-    A, B = s4.make_hippo_legs(N)
+    A, B = hippo.make_hippo_legs(N)
     inv = np.linalg.inv(np.eye(N) - dt / 2 * A)
     dA_ref, dB_ref = inv @ (np.eye(N) + dt / 2 * A), inv @ (dt * B)
-    d = s4.make_dplr_legs(N)
+    d = hippo.make_dplr_legs(N)
     c = np.random.default_rng(2).normal(size=N)  # real C in the HiPPO basis
     V = np.concatenate([d.V, d.V.conj()], axis=1)
     C_eig = c @ V  # C in the eigenbasis (full state)

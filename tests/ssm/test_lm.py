@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import harness
 from ssm import lm
 
 V, P, NEW, B = 13, 3, 5, 2
@@ -87,7 +88,7 @@ def test_tied_embeddings_have_no_head():
 
 
 def test_bad_config_raises_with_allowed_values():
-    with pytest.raises(ValueError, match="registered layers"):
+    with pytest.raises(ValueError, match=r"config.model.layer='lstm' is not registered"):
         lm.make_model({"layer": "lstm"})
     with pytest.raises(ValueError, match="unknown model config fields"):
         lm.make_model({"layer": "mamba", "d_modle": 3})
@@ -96,3 +97,17 @@ def test_bad_config_raises_with_allowed_values():
     model, params = _setup("s4")
     with pytest.raises(ValueError, match="max_len"):
         lm.generate(model, params, jnp.zeros((1, P), jnp.int32), jax.random.PRNGKey(0), NEW + 1)
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [({"layer": "mamba2", "ssd_impl": "fft"}, r"config.model.ssd_impl='fft'.*chunked"),
+     ({"layer": "s4d", "s4d_disc": "euler"}, r"config.model.s4d_disc='euler'.*bilinear"),
+     ({"layer": "s4", "d_state": 5}, r"config.model.d_state=5 must be even"),
+     ({"layer": "transformer", "d_model": 0}, r"config.model.d_model")],
+)  # fmt: skip
+def test_validate_runs_the_layer_registry_check(fields, match):
+    with pytest.raises(harness.ConfigError, match=match):
+        lm.validate(fields)
+    # a field another layer reads is not checked for this one
+    assert lm.validate({"layer": "transformer", "ssd_impl": "fft"}).layer == "transformer"
