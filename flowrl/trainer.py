@@ -894,6 +894,7 @@ def train_and_evaluate(
         validate_config(config)
         if _without_seed(trainer.config) != _without_seed(config):
             raise ValueError("trainer was built for a config that differs beyond `seed`")
+    harness.claim_workdir(config, workdir)  # before the SFT start writes start_eval.json
     key = jax.random.PRNGKey(config.seed)
     key_sft, key_rl = jax.random.split(key)
     lm, sft_info = sft_start(trainer, key_sft, config)
@@ -916,15 +917,23 @@ def train_and_evaluate(
         evaluate=lambda s: trainer.evaluate(s.params),
         eval_every=config.eval.every,
         plots={
-            "accuracy.png": [
-                "train/accuracy",
-                "eval/pass@1",
-                f"eval/maj@{config.eval.num_samples}",
-            ],
-            "diversity.png": ["eval/distinct_correct", "train/entropy"],
-            "kl.png": ["train/kl_ref"],
+            "accuracy.png": harness.Plot(
+                ["train/accuracy", "eval/pass@1", f"eval/maj@{config.eval.num_samples}"],
+                title=f"{config.rl.algo} on {config.task}: accuracy",
+                ylabel="fraction correct",
+            ),
+            "diversity.png": harness.Plot(
+                ["eval/distinct_correct", "train/entropy"],
+                title=f"{config.rl.algo} on {config.task}: diversity",
+                ylabel="distinct correct answers / prompt; entropy (nats/token)",
+            ),
+            "kl.png": harness.Plot(
+                ["train/kl_ref"], title="KL to the reference policy", ylabel="KL (nats/token)"
+            ),
         },
         desc=f"flowrl:{config.task}:{config.rl.algo}",
+        headline=["eval/pass@1", "train/accuracy", "train/kl_ref"],
+        x_label="RL update",
         progress=config.get("progress", True),
     )
     summary["start_eval"] = start

@@ -164,6 +164,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     eval_curves = ["eval/token_acc"] + [
         f"eval/token_acc_L{n}" for n in config.eval.lengths if n != task.seq_len
     ]
+    name = f"ssm:{config.model.layer}:{config.task.name}"
     return harness.run_experiment(
         config,
         workdir,
@@ -174,7 +175,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         checkpoint_every=t.checkpoint_every,
         evaluate=evaluate,
         eval_every=t.eval_every or None,
-        plots={"loss.png": ["train/loss"], "accuracy.png": ["train/token_acc", *eval_curves]},
-        desc=f"ssm:{config.model.layer}:{config.task.name}",
+        plots={
+            "loss.png": harness.Plot(
+                ["train/loss"], title=f"{name}: training loss", ylabel="cross-entropy (nats)"
+            ),
+            "accuracy.png": harness.Plot(
+                ["train/token_acc", *eval_curves],
+                title=f"{name}: token accuracy",
+                ylabel="token accuracy",
+            ),
+        },
+        desc=name,
+        headline=["train/loss", "eval/token_acc", "eval/seq_acc"],
+        x_label=f"update ({t.steps_per_update} gradient steps each)",
         progress=config.get("progress", True),
     )
