@@ -31,7 +31,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.12",
     "evosax>=0.2,<0.4",
     # hypotheses/ (issue 20): tables, tests, relation graph
-    "pandas>=2.0,<3",
+    "pandas>=2.2,<4",
     "statsmodels>=0.14,<0.16",
     "networkx>=3.2,<4",
 ]
