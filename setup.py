@@ -49,7 +49,15 @@ setup(
     description="AdaRL (adaptive low-rank robust RL), selective-scan SSMs and FlowRL in JAX",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["harness*", "adarl*", "ssm*", "flowrl*", "hypotheses*", "experiments*", "benchmarks*"]
+        include=[
+            "harness*",
+            "adarl*",
+            "ssm*",
+            "flowrl*",
+            "hypotheses*",
+            "experiments*",
+            "benchmarks*",
+        ]
     ),
     package_data={"adarl": ["assets/*.xml"], "hypotheses": ["prior.json"]},
     install_requires=INSTALL_REQUIRES,

@@ -28,7 +28,9 @@ SWEEP_TABLE_EXPERIMENT = "flowrl"  # results.json sweep tables come from experim
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--runs", nargs="+", required=True, help="sweep directories (one BH family each)")
+    p.add_argument(
+        "--runs", nargs="+", required=True, help="sweep directories (one BH family each)"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
@@ -121,8 +123,15 @@ def write_next_sweep(proposal: score.Proposal, path: str, workroot: str) -> dict
         f.write(CONFIG_FILE.format(reason=proposal.reason, module=module, path=path,
                                    names=", ".join(cells), cells=cells))  # fmt: skip
     commands = [
-        [sys.executable, "-m", f"experiments.{m}", "--config", f"{path}:{name}",
-         "--workdir", os.path.join(workroot, name)]  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            f"experiments.{m}",
+            "--config",
+            f"{path}:{name}",
+            "--workdir",
+            os.path.join(workroot, name),
+        ]  # fmt: skip
         for name, (m, _, _) in cells.items()
     ]
     return {"hypothesis": proposal.hypothesis, "reason": proposal.reason, "cells": cells,

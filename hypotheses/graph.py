@@ -42,7 +42,9 @@ def statement(r: T.Relation, max_runs: int = 4) -> str:
         return f"`{r.factor}` modulates `{r.metric}` ({size}){where} {prov}"
     verb = r.relation if r.relation != T.NONE else "has no supported effect on"
     if r.level_b:
-        return f"`{r.factor}`={r.level_b} (vs {r.level_a}) {verb} `{r.metric}` by {size}{where} {prov}"
+        return (
+            f"`{r.factor}`={r.level_b} (vs {r.level_a}) {verb} `{r.metric}` by {size}{where} {prov}"
+        )
     return f"Increasing `{r.factor}` {verb} `{r.metric}`: {size}{where} {prov}"
 
 

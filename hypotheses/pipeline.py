@@ -28,7 +28,7 @@ class SweepResult:
 
 
 def choose_split(df: pd.DataFrame, schema: T.Schema, min_n: int) -> tuple[str, tuple | None]:
-    """"task" (sister task) when two tasks each cross a factor, else "seeds" (held-out seeds)."""
+    """Sister-task split ("task") when two tasks each cross a factor, else held-out "seeds"."""
     if schema.task:
         tasks = [t for t, sub in df.groupby(df[schema.task].map(str))
                  if explore._main_directions(sub, t, schema, min_n)]  # fmt: skip

@@ -94,7 +94,10 @@ def validate(r: T.Relation, val: pd.DataFrame, schema: T.Schema, task: str, alph
     frame = analyze.direction_frame(val, schema, d)
     ids = tuple(sorted(frame["run_id"]))
     if r.relation == T.NO_EFFECT:
-        a, b = (frame.loc[frame["_level"] == lv, r.metric].to_numpy(float) for lv in (r.level_a, r.level_b))
+        a, b = (
+            frame.loc[frame["_level"] == lv, r.metric].to_numpy(float)
+            for lv in (r.level_a, r.level_b)
+        )
         if min(len(a), len(b)) < 2:
             return Validation(r.key, UNTESTABLE, None, None, len(frame), task, ids)
         p = float(ttost_ind(b, a, -r.bound, r.bound, usevar="unequal")[0])
@@ -137,7 +140,9 @@ def replicate(df, schema, cfg: analyze.AnalysisConfig, split: str, holdout: floa
             continue
         task = tasks[1] if split == "task" and r.task else r.task
         checks[r.key] = validate(r, val, schema, task, cfg.alpha)
-    return Replication(split, tuple(found), checks, frozenset(disc["run_id"]), frozenset(val["run_id"]))
+    return Replication(
+        split, tuple(found), checks, frozenset(disc["run_id"]), frozenset(val["run_id"])
+    )
 
 
 def status_of(r: T.Relation, rep: Replication) -> str:
@@ -159,5 +164,7 @@ def rates(rep: Replication) -> pd.DataFrame:
     out = []
     for by in ("tool", "relation"):
         for name, g in frame.groupby(by):
-            out.append({"by": by, "name": name, "tested": len(g), "rate": float(g["replicated"].mean())})
+            out.append(
+                {"by": by, "name": name, "tested": len(g), "rate": float(g["replicated"].mean())}
+            )
     return pd.DataFrame(out, columns=["by", "name", "tested", "rate"])

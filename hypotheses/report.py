@@ -57,7 +57,9 @@ def forest_plot(hyps, path: str, top: int = 12) -> str | None:
         lo, hi = min(r.ci_low, 0), max(r.ci_high, 0)
         pad = 0.1 * (hi - lo or 1.0)
         ax.set_xlim(lo - pad, hi + pad)
-        label = f"{h['id']} {r.factor}={r.level_b or ''} vs {r.level_a or ''}: {r.metric} [{r.task}]"
+        label = (
+            f"{h['id']} {r.factor}={r.level_b or ''} vs {r.level_a or ''}: {r.metric} [{r.task}]"
+        )
         ax.set_title(f"{label} ({r.tool})", fontsize=7, loc="left", pad=2)
         ax.tick_params(labelsize=6)
     fig.tight_layout()
@@ -107,8 +109,10 @@ def sweep_sections(res, out_dir: str, top: int) -> list[tuple]:
            ("Missingness", "", miss[miss["missing"] > 0], None)]  # fmt: skip
     if res.replication:
         rep = res.replication
-        text = (f"split: {rep.split}; discovery {len(rep.disc_ids)} replicates, validation "
-                f"{len(rep.val_ids)} (disjoint run ids); {len(rep.validations)} validations.")
+        text = (
+            f"split: {rep.split}; discovery {len(rep.disc_ids)} replicates, validation "
+            f"{len(rep.val_ids)} (disjoint run ids); {len(rep.validations)} validations."
+        )
         sec.append(("Replication rate", text, replicate.rates(rep), None))
     sec.append((f"Ranked hypotheses (top {top} of {len(res.hypotheses)})", "",
                 hypothesis_table(res.hypotheses, top), None))  # fmt: skip
@@ -141,4 +145,6 @@ def render(sections: list[tuple], out_dir: str, title: str) -> None:
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(md))
     with open(os.path.join(out_dir, "report.html"), "w") as f:
-        f.write("<html><head><meta charset='utf-8'></head><body>" + "".join(body) + "</body></html>")
+        f.write(
+            "<html><head><meta charset='utf-8'></head><body>" + "".join(body) + "</body></html>"
+        )

@@ -70,7 +70,9 @@ def prior_from_graph(graph_json: str) -> list[Expectation]:
     out = []
     for e in json.loads(graph_json)["edges"]:
         src = f"{e['factor']}={e['level_b']}" if e["level_b"] else e["factor"]
-        out.append(Expectation(src, e["type"], e["metric"], e["level_a"], e["task"], "earlier sweep"))
+        out.append(
+            Expectation(src, e["type"], e["metric"], e["level_a"], e["task"], "earlier sweep")
+        )
     return out
 
 
@@ -104,7 +106,9 @@ def pareto_ranks(points: np.ndarray) -> np.ndarray:
     front = 0
     while remaining.size:
         p = points[remaining]
-        dominated = ((p[None, :, :] >= p[:, None, :]).all(-1) & (p[None] > p[:, None]).any(-1)).any(1)
+        dominated = ((p[None, :, :] >= p[:, None, :]).all(-1) & (p[None] > p[:, None]).any(-1)).any(
+            1
+        )
         ranks[remaining[~dominated]] = front
         remaining = remaining[dominated]
         front += 1
@@ -145,4 +149,6 @@ def propose_next(ranked: list[dict], table, schema: T.Schema, top: int = 5, new_
     used = [int(s.split("/")[0]) for s in table["seed"] if s.split("/")[0].isdigit()]
     start = max(used, default=-1) + 1
     reason = f"widest relative CI x novelty among the top {top}: {target['id']}"
-    return Proposal(target["id"], reason, tuple(cells), tuple(runs), tuple(range(start, start + new_seeds)))
+    return Proposal(
+        target["id"], reason, tuple(cells), tuple(runs), tuple(range(start, start + new_seeds))
+    )

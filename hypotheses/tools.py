@@ -101,7 +101,9 @@ def iqm_diff(b, a, axis=-1):
 
 def cohen_d(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
-    pooled = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    pooled = np.sqrt(
+        ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    )
     return float((b.mean() - a.mean()) / pooled) if pooled > 0 else float("nan")
 
 
@@ -351,4 +353,6 @@ for _name, _designs, _lib, _fn in (
     ("ols_interaction", (T.INTERACTION,), STATSMODELS, ols_interaction),
 ):
     TOOLS.add(_name, Tool(_designs, _lib, _fn))
-TOOLS.add("tukey_hsd", Tool((), STATSMODELS, anova_tukey))  # produced by "anova"; listed for versions
+TOOLS.add(
+    "tukey_hsd", Tool((), STATSMODELS, anova_tukey)
+)  # produced by "anova"; listed for versions

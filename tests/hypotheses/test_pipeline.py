@@ -52,7 +52,9 @@ def test_deterministic_and_lossless_json(result):
     assert graph.to_json(again.graph) == text
     back = graph.from_json(text)
     assert graph.to_json(back) == text
-    assert sorted(back.edges(keys=True, data=True)) == sorted(result.graph.edges(keys=True, data=True))
+    assert sorted(back.edges(keys=True, data=True)) == sorted(
+        result.graph.edges(keys=True, data=True)
+    )
     for r in result.relations:
         assert T.Relation.from_dict(r.to_dict()) == r
 
