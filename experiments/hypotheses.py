@@ -164,7 +164,7 @@ def write_sweep(res: pipeline.SweepResult, out: str, args) -> None:
         f.write(graph.to_json(res.graph))
     graph.write_graphml(res.graph, os.path.join(out, f"{name}_graph.graphml"))
     with open(os.path.join(out, f"{name}_relations.json"), "w") as f:
-        json.dump([r.to_dict() for r in res.relations], f, indent=1)
+        json.dump([r.to_dict() for r in res.relations], f)  # every test; compact: it is long
     if res.proposal is None:
         return
     record = write_next_sweep(res.proposal, os.path.join(out, f"{name}_next_sweep.py"),

@@ -30,9 +30,9 @@ def direction_frame(df: pd.DataFrame, schema: T.Schema, d: T.Direction) -> pd.Da
     sub = df if not d.task or not schema.task else df[df[schema.task].map(str) == d.task]
     cols = ["run_id", d.factor, d.metric] + ([d.factor_b] if d.factor_b else [])
     frame = sub[list(dict.fromkeys(cols))].dropna().copy()
-    frame["_level"] = frame[d.factor].map(explore._level_key)
+    frame["_level"] = frame[d.factor].map(explore.level_key)
     if d.factor_b:  # keep the fully crossed part (a task that ran one level drops out)
-        per_b = frame.groupby(frame[d.factor_b].map(explore._level_key))["_level"]
+        per_b = frame.groupby(frame[d.factor_b].map(explore.level_key))["_level"]
         full = per_b.transform("nunique") == frame["_level"].nunique()
         frame = frame[full]
     return frame

@@ -20,7 +20,7 @@ TASK_NAMES = ("env.name", "task", "env", "environment", "task.name", "preset", "
 MAX_LEVELS = 6  # a numeric column with at most this many repeated values is a factor
 
 
-def _level_key(v) -> str:
+def level_key(v) -> str:
     return repr(v) if isinstance(v, tuple) else str(v)
 
 
@@ -30,7 +30,7 @@ def _is_numeric(s: pd.Series) -> bool:
 
 def factor_kind(s: pd.Series) -> str:
     """binary (2 levels), categorical (>2 non-numeric), ordinal (3..5 numeric), continuous."""
-    k = s.map(_level_key).nunique()
+    k = s.map(level_key).nunique()
     if k == 2:
         return T.BINARY
     if not _is_numeric(s):
@@ -48,7 +48,7 @@ def _looks_like_factor(s: pd.Series) -> bool:
 
 def _aliases(df: pd.DataFrame, cols: list[str], prefer: tuple[str, ...]) -> dict[str, list[str]]:
     """Groups columns that are one-to-one over the rows; the representative is kept."""
-    codes = {c: df[c].map(_level_key) for c in cols}
+    codes = {c: df[c].map(level_key) for c in cols}
     groups: dict[str, list[str]] = {}
     for c in sorted(cols, key=lambda c: (c not in prefer, c.count("."), len(c), c)):
         for rep in groups:
@@ -71,7 +71,7 @@ def infer_schema(df: pd.DataFrame, config_columns: tuple[str, ...] | None = None
         candidates = [c for c in cols if _looks_like_factor(df[c])]
     else:
         candidates = [c for c in cols if c in config_columns and c not in SEED_NAMES]
-    varying = [c for c in candidates if df[c].map(_level_key).nunique() > 1]
+    varying = [c for c in candidates if df[c].map(level_key).nunique() > 1]
     constants = tuple(c for c in candidates if c not in varying)
     task = next((c for c in TASK_NAMES if c in varying), None)
     groups = _aliases(df, varying, prefer=(task or "", "algo", "rl.algo"))
@@ -92,7 +92,7 @@ def coverage(df: pd.DataFrame, schema: T.Schema) -> pd.DataFrame:
     tasks = df.groupby(schema.task) if schema.task else [("", df)]
     for task, sub in tasks:
         for f in schema.factors:
-            for level, cell in sub.groupby(sub[f].map(_level_key)):
+            for level, cell in sub.groupby(sub[f].map(level_key)):
                 rows.append({"task": task, "factor": f, "level": level, "n": len(cell)})
     return pd.DataFrame(rows, columns=["task", "factor", "level", "n"])
 
@@ -105,14 +105,14 @@ def missingness(df: pd.DataFrame, schema: T.Schema) -> pd.DataFrame:
 
 def _levels(s: pd.Series) -> tuple[str, ...]:
     if _is_numeric(s):
-        return tuple(_level_key(v) for v in sorted(s.unique()))
-    return tuple(sorted(s.map(_level_key).unique()))
+        return tuple(level_key(v) for v in sorted(s.unique()))
+    return tuple(sorted(s.map(level_key).unique()))
 
 
-def _main_directions(sub, task, schema, min_n) -> list[T.Direction]:
+def main_directions(sub, task, schema, min_n) -> list[T.Direction]:
     out = []
     for f, kind in schema.factors.items():
-        counts = sub[f].map(_level_key).value_counts()
+        counts = sub[f].map(level_key).value_counts()
         if len(counts) < 2 or counts.min() < min_n:
             continue
         design = {T.BINARY: T.TWO_LEVEL, T.CATEGORICAL: T.K_LEVEL}.get(kind, T.CONTINUOUS)
@@ -128,8 +128,8 @@ def _main_directions(sub, task, schema, min_n) -> list[T.Direction]:
 
 
 def _crossed(df: pd.DataFrame, a: str, b: str, min_n: int) -> bool:
-    cells = df.groupby([df[a].map(_level_key), df[b].map(_level_key)]).size()
-    la, lb = df[a].map(_level_key).nunique(), df[b].map(_level_key).nunique()
+    cells = df.groupby([df[a].map(level_key), df[b].map(level_key)]).size()
+    la, lb = df[a].map(level_key).nunique(), df[b].map(level_key).nunique()
     return la >= 2 and lb >= 2 and len(cells) == la * lb and cells.min() >= min_n
 
 
@@ -139,7 +139,7 @@ def directions(df: pd.DataFrame, schema: T.Schema, min_n: int = 2) -> list[T.Dir
     out: list[T.Direction] = []
     tasks = sorted(df.groupby(schema.task), key=lambda t: str(t[0])) if schema.task else [("", df)]
     for task, sub in tasks:
-        out += _main_directions(sub, task, schema, min_n)
+        out += main_directions(sub, task, schema, min_n)
         for a, b in itertools.combinations(schema.factors, 2):
             if _crossed(sub, a, b, min_n):
                 out += [T.Direction(T.INTERACTION, a, m, str(task), b) for m in schema.metrics]

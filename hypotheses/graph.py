@@ -21,21 +21,21 @@ from hypotheses import types as T
 ALGO_FACTORS = ("algo", "rl.algo", "algorithm")
 
 
-def _fmt(x: float | None) -> str:
+def fmt(x: float | None) -> str:
     return "NA" if x is None else f"{x:.3g}"
 
 
 def statement(r: T.Relation, max_runs: int = 4) -> str:
     """Templated statement with full provenance, e.g. "`algo`=hpt (vs ppo) increases
     `eval/pass@8` by +0.19 [0.12, 0.27] on task=cpu (welch_t, p=..., q=..., n=6, runs=[...])"."""
-    where = f" on task={r.task}" if r.task else " across tasks"
+    where = f" on task={r.task}" if r.task else ""
     runs = ", ".join(r.run_ids[:max_runs]) + (", ..." if len(r.run_ids) > max_runs else "")
-    prov = f"({r.tool}, p={_fmt(r.p)}, q={_fmt(r.q)}, n={r.n}, runs=[{runs}])"
-    ci = f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
+    prov = f"({r.tool}, p={fmt(r.p)}, q={fmt(r.q)}, n={r.n}, runs=[{runs}])"
+    ci = f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
     size = f"{r.effect_label} {r.effect:+.3g} {ci}"
     if r.relation == T.NO_EFFECT:
         head = f"`{r.factor}`={r.level_b} (vs {r.level_a}) has no detectable effect on `{r.metric}`"
-        return f"{head}: {size} within +-{_fmt(r.bound)}{where} {prov}"
+        return f"{head}: {size} within +-{fmt(r.bound)}{where} {prov}"
     if r.relation == T.INTERACTS:
         return f"`{r.factor}` x `{r.factor_b}` interact on `{r.metric}`: {size}{where} {prov}"
     if r.relation == T.MODULATES:

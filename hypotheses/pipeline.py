@@ -31,7 +31,7 @@ def choose_split(df: pd.DataFrame, schema: T.Schema, min_n: int) -> tuple[str, t
     """Sister-task split ("task") when two tasks each cross a factor, else held-out "seeds"."""
     if schema.task:
         tasks = [t for t, sub in df.groupby(df[schema.task].map(str))
-                 if explore._main_directions(sub, t, schema, min_n)]  # fmt: skip
+                 if explore.main_directions(sub, t, schema, min_n)]  # fmt: skip
         tasks.sort(key=lambda t: (-int((df[schema.task].map(str) == t).sum()), t))
         if len(tasks) >= 2:
             return "task", (tasks[0], tasks[1])

@@ -48,7 +48,7 @@ def _cell_columns(schema: T.Schema) -> list[str]:
 def split_seeds(df: pd.DataFrame, schema: T.Schema, holdout: float = 0.4):
     """(discovery, validation): in every cell (factors x task) the last ``ceil(holdout * n)``
     seeds, in seed order, are held out."""
-    keys = df[_cell_columns(schema)].map(explore._level_key).agg("|".join, axis=1)
+    keys = df[_cell_columns(schema)].map(explore.level_key).agg("|".join, axis=1)
     order = df.assign(_cell=keys).sort_values(["_cell", "seed", "run_id"])
     rank = order.groupby("_cell").cumcount()
     size = order.groupby("_cell")["run_id"].transform("size")

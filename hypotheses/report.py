@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from hypotheses import explore, replicate  # noqa: E402
+from hypotheses import explore, graph, replicate  # noqa: E402
 from hypotheses import types as T  # noqa: E402
 
 NODE_COLORS = {"factor": "#4c72b0", "level": "#64b5cd", "algorithm": "#8172b2", "metric": "#55a868",
@@ -31,20 +31,62 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
 
 
+def claim_key(r: T.Relation) -> tuple:
+    """What a hypothesis claims, independent of the tool that supports it."""
+    return (r.factor, r.level_a, r.level_b, r.factor_b, r.metric, r.task, r.relation)
+
+
+def distinct_claims(hyps) -> list[dict]:
+    """Ranked hypotheses merged by claim: the best-ranked tool's numbers, plus every tool that
+    supports the same claim (Welch, Tukey, IQM ... on one comparison are one claim)."""
+    out: dict[tuple, dict] = {}
+    for h in hyps:
+        key = claim_key(h["relation"])
+        if key not in out:
+            out[key] = {**h, "tools": [h["relation"].tool]}
+        elif h["relation"].tool not in out[key]["tools"]:
+            out[key]["tools"].append(h["relation"].tool)
+    return list(out.values())
+
+
 def hypothesis_table(hyps, top: int) -> pd.DataFrame:
     rows = []
-    for i, h in enumerate(hyps[:top]):
+    for i, h in enumerate(distinct_claims(hyps)[:top]):
         r = h["relation"]
         rows.append({"rank": i + 1, "id": h["id"], "front": h["front"],
                      "reliability": f"{h['reliability']:.2f}", "novelty": f"{h['novelty']:.1f}",
                      "replication": h["replication"], "hypothesis": h["statement"],
-                     "tool": f"{r.tool} ({r.tool_version})"})  # fmt: skip
+                     "also supported by": ", ".join(h["tools"][1:]),
+                     "tool version": r.tool_version})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def open_questions(relations, top: int) -> pd.DataFrame:
+    """Directions no tool supported: the lowest-q test of each, smallest q first."""
+
+    def key(r):
+        return (r.factor, r.level_a, r.level_b, r.factor_b, r.metric, r.task)
+
+    supported = {key(r) for r in relations if r.relation not in (T.NONE, T.NO_EFFECT)}
+    best: dict[tuple, T.Relation] = {}
+    for r in relations:
+        if r.relation != T.NONE or r.tool == "tost" or key(r) in supported:
+            continue
+        if key(r) not in best or r.q < best[key(r)].q:
+            best[key(r)] = r
+    rows = [
+        {"direction": f"{r.factor}{'=' + r.level_b + ' vs ' + r.level_a if r.level_b else ''}"
+         f"{' x ' + r.factor_b if r.factor_b else ''} -> {r.metric}" + (f" [{r.task}]" if r.task else ""),
+         "effect [95% CI]": f"{r.effect:+.3g} [{graph.fmt(r.ci_low)}, {graph.fmt(r.ci_high)}]",
+         "tool": r.tool, "p": f"{r.p:.3g}", "q": f"{r.q:.3g}", "n": r.n}
+        for r in sorted(best.values(), key=lambda r: (r.q, r.key))[:top]
+    ]  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def forest_plot(hyps, path: str, top: int = 12) -> str | None:
     """Effect and 95% CI of the top directional hypotheses, one row (own x-scale) each."""
-    rows = [h for h in hyps if h["relation"].ci_low is not None][:top]
+    rows = [h for h in distinct_claims(hyps) if h["relation"].ci_low is not None][:top]
     if not rows:
         return None
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 0.55 * len(rows) + 0.6), squeeze=False)
@@ -70,10 +112,12 @@ def forest_plot(hyps, path: str, top: int = 12) -> str | None:
 
 def graph_plot(g: nx.MultiDiGraph, path: str) -> str | None:
     """The supported part of the relation graph (direction nodes omitted for legibility)."""
-    h = g.subgraph([n for n, d in g.nodes(data=True) if d["type"] != "direction"])
-    h = h.subgraph([n for n in h if h.degree(n) > 0])
-    if h.number_of_nodes() == 0:
+    keep = sorted(n for n, d in g.nodes(data=True) if d["type"] != "direction" and g.degree(n) > 0)
+    if not keep:
         return None
+    h = nx.MultiDiGraph()  # rebuilt in sorted order so the layout does not depend on hashing
+    h.add_nodes_from((n, g.nodes[n]) for n in keep)
+    h.add_edges_from(sorted((u, v, k, d) for u, v, k, d in g.edges(keys=True, data=True)))
     pos = nx.spring_layout(nx.Graph(h), seed=0)
     fig, ax = plt.subplots(figsize=(9, 7))
     nx.draw_networkx_nodes(h, pos, ax=ax, node_size=250,
@@ -114,8 +158,12 @@ def sweep_sections(res, out_dir: str, top: int) -> list[tuple]:
             f"{len(rep.val_ids)} (disjoint run ids); {len(rep.validations)} validations."
         )
         sec.append(("Replication rate", text, replicate.rates(rep), None))
-    sec.append((f"Ranked hypotheses (top {top} of {len(res.hypotheses)})", "",
+    n_claims = len(distinct_claims(res.hypotheses))
+    sec.append((f"Ranked hypotheses (top {top} of {n_claims} claims, {len(res.hypotheses)} tests)", "",
                 hypothesis_table(res.hypotheses, top), None))  # fmt: skip
+    sec.append(("Open questions (tested, not supported at q < alpha)",
+                "lowest-q test per direction; TOST equivalence tests excluded",
+                open_questions(res.relations, top), None))  # fmt: skip
     forest = forest_plot(list(res.hypotheses), os.path.join(out_dir, f"{name}_forest.png"))
     gplot = graph_plot(res.graph, os.path.join(out_dir, f"{name}_graph.png"))
     sec += [("Forest plot", "effect and 95% CI (metric units, own scale per row)", None, forest),
