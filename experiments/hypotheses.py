@@ -96,8 +96,14 @@ cells: {names}
 """
 
 import importlib
+import json
 
-CELLS = {cells!r}
+# cell name -> [experiment module, preset, {{dotted field: value}}]
+CELLS = json.loads(
+    """
+{cells}
+"""
+)
 
 
 def get_config(cell):
@@ -110,7 +116,7 @@ def get_config(cell):
             node = node[part]
         if leaf not in node:
             raise KeyError(f"config field {{dotted!r}} does not exist in {{module}}:{{preset}}")
-        node[leaf] = value
+        node[leaf] = tuple(value) if isinstance(node[leaf], tuple) else value
     return c
 '''
 
@@ -121,7 +127,7 @@ def write_next_sweep(proposal: score.Proposal, path: str, workroot: str) -> dict
     module = next(iter(cells.values()))[0]
     with open(path, "w") as f:
         f.write(CONFIG_FILE.format(reason=proposal.reason, module=module, path=path,
-                                   names=", ".join(cells), cells=cells))  # fmt: skip
+                                   names=", ".join(cells), cells=json.dumps(cells, indent=1)))  # fmt: skip
     commands = [
         [
             sys.executable,

@@ -5,8 +5,63 @@ cells: cell0_seed1, cell0_seed2, cell0_seed3, cell1_seed1, cell1_seed2, cell1_se
 """
 
 import importlib
+import json
 
-CELLS = {'cell0_seed1': ('adarl', 'cpu', {'algo': 'adarl', 'seed': 1}), 'cell0_seed2': ('adarl', 'cpu', {'algo': 'adarl', 'seed': 2}), 'cell0_seed3': ('adarl', 'cpu', {'algo': 'adarl', 'seed': 3}), 'cell1_seed1': ('adarl', 'cpu', {'algo': 'sac', 'seed': 1}), 'cell1_seed2': ('adarl', 'cpu', {'algo': 'sac', 'seed': 2}), 'cell1_seed3': ('adarl', 'cpu', {'algo': 'sac', 'seed': 3})}
+# cell name -> [experiment module, preset, {dotted field: value}]
+CELLS = json.loads(
+    """
+{
+ "cell0_seed1": [
+  "adarl",
+  "cpu",
+  {
+   "algo": "adarl",
+   "seed": 1
+  }
+ ],
+ "cell0_seed2": [
+  "adarl",
+  "cpu",
+  {
+   "algo": "adarl",
+   "seed": 2
+  }
+ ],
+ "cell0_seed3": [
+  "adarl",
+  "cpu",
+  {
+   "algo": "adarl",
+   "seed": 3
+  }
+ ],
+ "cell1_seed1": [
+  "adarl",
+  "cpu",
+  {
+   "algo": "sac",
+   "seed": 1
+  }
+ ],
+ "cell1_seed2": [
+  "adarl",
+  "cpu",
+  {
+   "algo": "sac",
+   "seed": 2
+  }
+ ],
+ "cell1_seed3": [
+  "adarl",
+  "cpu",
+  {
+   "algo": "sac",
+   "seed": 3
+  }
+ ]
+}
+"""
+)
 
 
 def get_config(cell):
@@ -19,5 +74,5 @@ def get_config(cell):
             node = node[part]
         if leaf not in node:
             raise KeyError(f"config field {dotted!r} does not exist in {module}:{preset}")
-        node[leaf] = value
+        node[leaf] = tuple(value) if isinstance(node[leaf], tuple) else value
     return c

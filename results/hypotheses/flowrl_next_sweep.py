@@ -5,8 +5,63 @@ cells: cell0_seed3, cell0_seed4, cell0_seed5, cell1_seed3, cell1_seed4, cell1_se
 """
 
 import importlib
+import json
 
-CELLS = {'cell0_seed3': ('flowrl', 'cpu', {'rl.algo': 'hpt', 'seed': 3}), 'cell0_seed4': ('flowrl', 'cpu', {'rl.algo': 'hpt', 'seed': 4}), 'cell0_seed5': ('flowrl', 'cpu', {'rl.algo': 'hpt', 'seed': 5}), 'cell1_seed3': ('flowrl', 'cpu', {'rl.algo': 'ppo', 'seed': 3}), 'cell1_seed4': ('flowrl', 'cpu', {'rl.algo': 'ppo', 'seed': 4}), 'cell1_seed5': ('flowrl', 'cpu', {'rl.algo': 'ppo', 'seed': 5})}
+# cell name -> [experiment module, preset, {dotted field: value}]
+CELLS = json.loads(
+    """
+{
+ "cell0_seed3": [
+  "flowrl",
+  "cpu",
+  {
+   "rl.algo": "hpt",
+   "seed": 3
+  }
+ ],
+ "cell0_seed4": [
+  "flowrl",
+  "cpu",
+  {
+   "rl.algo": "hpt",
+   "seed": 4
+  }
+ ],
+ "cell0_seed5": [
+  "flowrl",
+  "cpu",
+  {
+   "rl.algo": "hpt",
+   "seed": 5
+  }
+ ],
+ "cell1_seed3": [
+  "flowrl",
+  "cpu",
+  {
+   "rl.algo": "ppo",
+   "seed": 3
+  }
+ ],
+ "cell1_seed4": [
+  "flowrl",
+  "cpu",
+  {
+   "rl.algo": "ppo",
+   "seed": 4
+  }
+ ],
+ "cell1_seed5": [
+  "flowrl",
+  "cpu",
+  {
+   "rl.algo": "ppo",
+   "seed": 5
+  }
+ ]
+}
+"""
+)
 
 
 def get_config(cell):
@@ -19,5 +74,5 @@ def get_config(cell):
             node = node[part]
         if leaf not in node:
             raise KeyError(f"config field {dotted!r} does not exist in {module}:{preset}")
-        node[leaf] = value
+        node[leaf] = tuple(value) if isinstance(node[leaf], tuple) else value
     return c
