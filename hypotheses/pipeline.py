@@ -45,8 +45,10 @@ def rank(relations, rep: R.Replication | None, prior: list[score.Expectation]) -
         if r.relation == T.NONE:
             continue
         status = R.status_of(r, rep) if rep else "n/a"
+        check = rep.validations.get(r.key) if rep else None
         rel = score.reliability(r.q, status, score.ci_score(r), r.n)
         hyps.append({"id": graph.hypothesis_id(r), "relation": r, "replication": status,
+                     "validation": check,
                      "reliability": rel, "novelty": score.novelty(r, prior),
                      "statement": graph.statement(r)})  # fmt: skip
     if not hyps:

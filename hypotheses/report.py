@@ -49,13 +49,22 @@ def distinct_claims(hyps) -> list[dict]:
     return list(out.values())
 
 
+def replication_text(h: dict) -> str:
+    """Status plus the validation test's p (one-sided where directional), n and task."""
+    v = h.get("validation")
+    if v is None or v.p is None:
+        return h["replication"]
+    where = f", task={v.task}" if v.task else ""
+    return f"{h['replication']} (validation p={v.p:.2g}, n={v.n}{where})"
+
+
 def hypothesis_table(hyps, top: int) -> pd.DataFrame:
     rows = []
     for i, h in enumerate(distinct_claims(hyps)[:top]):
         r = h["relation"]
         rows.append({"rank": i + 1, "id": h["id"], "front": h["front"],
                      "reliability": f"{h['reliability']:.2f}", "novelty": f"{h['novelty']:.1f}",
-                     "replication": h["replication"], "hypothesis": h["statement"],
+                     "replication": replication_text(h), "hypothesis": h["statement"],
                      "also supported by": ", ".join(h["tools"][1:]),
                      "tool version": r.tool_version})  # fmt: skip
     return pd.DataFrame(rows)
