@@ -74,18 +74,24 @@ def hypothesis_id(r: T.Relation) -> str:
     return f"h{zlib.crc32(r.key.encode()):08x}"
 
 
+def _direction_node(r: T.Relation) -> str:
+    node = f"direction:{r.factor}{'x' + r.factor_b if r.factor_b else ''}->{r.metric}"
+    return node + (f"@{r.task}" if r.task else "")
+
+
 def build_graph(relations: list[T.Relation], task_column: str | None = None) -> nx.MultiDiGraph:
     """Relation graph over every relation: supported ones become typed edges (keyed by their
-    hypothesis id), untested-positive ones leave a ``direction`` node (an open question)."""
+    hypothesis id); a direction no tool supported leaves a ``direction`` node (open question)."""
     g = nx.MultiDiGraph()
+    supported = {_direction_node(r) for r in relations if r.relation != T.NONE}
     for r in relations:
         g.add_node(f"metric:{r.metric}", type="metric", name=r.metric)
         if r.task:
             g.add_node(f"task:{r.task}", type="task", name=r.task)
         if r.relation == T.NONE:
-            node = f"direction:{r.factor}{'x' + r.factor_b if r.factor_b else ''}->{r.metric}"
-            node += f"@{r.task}" if r.task else ""
-            g.add_node(node, type="direction", factor=r.factor, metric=r.metric, task=r.task)
+            node = _direction_node(r)
+            if node not in supported:
+                g.add_node(node, type="direction", factor=r.factor, metric=r.metric, task=r.task)
             continue
         hid = hypothesis_id(r)
         if r.relation == T.INTERACTS:

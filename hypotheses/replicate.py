@@ -67,7 +67,7 @@ def _one_sided(r: T.Relation, frame: pd.DataFrame, alternative: str) -> tuple[fl
     """(p, effect, n) of the one-sided analogue of ``r``'s tool on ``frame``."""
     m = frame[r.metric].to_numpy(float)
     if r.design == T.INTERACTION or r.tool in analyze.OMNIBUS:
-        d = T.Direction(r.design, r.factor, r.metric, r.task, r.factor_b, _levels(frame, r))
+        d = T.Direction(r.design, r.factor, r.metric, r.task, r.factor_b, _levels(frame))
         res = tools.TOOLS.get(r.tool).fn(tools.TestData(d, frame, reps=0))[0]
         return res.p, res.effect, res.n
     if r.design == T.CONTINUOUS:
@@ -84,7 +84,7 @@ def _one_sided(r: T.Relation, frame: pd.DataFrame, alternative: str) -> tuple[fl
     return float(p), float(b.mean() - a.mean()), len(a) + len(b)
 
 
-def _levels(frame: pd.DataFrame, r: T.Relation) -> tuple[str, ...]:
+def _levels(frame: pd.DataFrame) -> tuple[str, ...]:
     return tuple(sorted(frame["_level"].unique()))
 
 
