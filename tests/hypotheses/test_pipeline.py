@@ -80,3 +80,18 @@ def test_null_sweeps_fdr():
         false = [r for r in found if r.relation != T.NO_EFFECT]
         fdp.append(len(false) / max(len(found), 1))
     assert np.mean(fdp) <= cfg.alpha + 0.02, np.mean(fdp)
+
+
+def test_open_directions_are_nodes(result):
+    """The null interaction A x B stays an open question; the null main effect B gets the
+    equivalence edge (TOST within +-0.5 SD at n = 64); supported A -> y leaves no open node."""
+    g = result.graph
+    assert g.nodes["direction:AxB->y"]["type"] == "direction"
+    assert "direction:A->y" not in g and "direction:B->y" not in g
+    b_edges = {
+        d["type"] for *_, d in g.edges(data=True) if d["factor"] == "B" and d["metric"] == "y"
+    }
+    assert b_edges == {T.NO_EFFECT}
+    types = {d["type"] for _, d in g.nodes(data=True)}
+    assert types <= {"factor", "level", "algorithm", "metric", "task", "direction"}
+    assert {d["type"] for *_, d in g.edges(data=True)} <= set(T.EDGE_TYPES)
