@@ -4,7 +4,8 @@
         --out results/hypotheses [--replicate --budget 2 [--dry_run]]
 
 Each ``--runs DIR`` is one sweep (one BH family). Writes ``report.md``/``report.html``, per sweep
-``<name>_graph.json``/``.graphml``, ``<name>_relations.json`` (every test), forest and graph
+``<name>_graph.json``/``.graphml``, ``<name>_relations.json`` (every test),
+``<name>_hypotheses.json`` (ranked, with validations), forest and graph
 PNGs, and ``<name>_next_sweep.py`` (a config file for ``--config``) plus ``.json`` with the
 commands. ``--replicate`` launches (or with ``--dry_run`` prints) at most ``--budget`` runs of the
 proposed sweep through the existing entry points, each bounded by ``--run_timeout`` seconds.
@@ -171,6 +172,8 @@ def write_sweep(res: pipeline.SweepResult, out: str, args) -> None:
     graph.write_graphml(res.graph, os.path.join(out, f"{name}_graph.graphml"))
     with open(os.path.join(out, f"{name}_relations.json"), "w") as f:
         json.dump([r.to_dict() for r in res.relations], f)  # every test; compact: it is long
+    with open(os.path.join(out, f"{name}_hypotheses.json"), "w") as f:
+        json.dump(pipeline.hypotheses_json(res.hypotheses), f, indent=1)
     if res.proposal is None:
         return
     record = write_next_sweep(res.proposal, os.path.join(out, f"{name}_next_sweep.py"),

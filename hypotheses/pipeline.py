@@ -38,6 +38,19 @@ def choose_split(df: pd.DataFrame, schema: T.Schema, min_n: int) -> tuple[str, t
     return "seeds", None
 
 
+def hypotheses_json(hyps) -> list[dict]:
+    """Ranked hypotheses as plain JSON records (relation, scores, validation)."""
+    out = []
+    for h in hyps:
+        v = h.get("validation")
+        out.append({"id": h["id"], "statement": h["statement"], "front": h["front"],
+                    "reliability": h["reliability"], "novelty": h["novelty"],
+                    "replication": h["replication"],
+                    "validation": dataclasses.asdict(v) if v is not None else None,
+                    "relation": h["relation"].to_dict()})  # fmt: skip
+    return out
+
+
 def rank(relations, rep: R.Replication | None, prior: list[score.Expectation]) -> list[dict]:
     """Supported relations as hypotheses with reliability, novelty and Pareto front."""
     hyps = []
@@ -73,8 +86,13 @@ def _run_sweep(sweep, cfg, prior, split, holdout) -> SweepResult:
     dirs = tuple(explore.directions(sweep.table, schema, cfg.min_n))
     relations = analyze.correct(analyze.run_tools(sweep.table, schema, dirs, cfg), cfg.alpha)
     tasks = None
-    if split == "auto":
-        split, tasks = choose_split(sweep.table, schema, cfg.min_n)
+    if split in ("auto", "task"):
+        chosen, tasks = choose_split(sweep.table, schema, cfg.min_n)
+        if split == "task" and chosen != "task":
+            raise ValueError(
+                f"sweep {sweep.name!r}: split 'task' needs two tasks that cross a factor"
+            )
+        split = chosen
     rep = None
     if dirs and split != "none":
         rep = R.replicate(sweep.table, schema, cfg, split, holdout, tasks)

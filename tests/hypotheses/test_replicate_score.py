@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats
 
 from hypotheses import analyze, explore, graph, pipeline, score
@@ -133,3 +134,9 @@ def test_proposer_targets_widest_ci():
     assert p.hypothesis == "h2"
     assert p.cells == ({"algo": "sac"}, {"algo": "ppo"})
     assert p.template_runs == ("/r/sac", "/r/ppo") and p.seeds == (2, 3, 4)
+
+
+def test_task_split_needs_tasks():
+    df = planted.planted_table(np.random.default_rng(0), n=4)
+    with pytest.raises(ValueError, match="needs two tasks"):
+        pipeline.run_sweep(planted.sweep(df), analyze.AnalysisConfig(reps=0), [], "task")
