@@ -12,7 +12,15 @@ import pandas as pd
 from hypotheses import explore, tools
 from hypotheses import types as T
 
-DIRECTIONAL = ("welch_t", "mann_whitney", "iqm", "tukey_hsd", "spearman", "ols_slope")
+DIRECTIONAL = (
+    "welch_t",
+    "mann_whitney",
+    "iqm",
+    "iqm_aggregate",
+    "tukey_hsd",
+    "spearman",
+    "ols_slope",
+)
 OMNIBUS = ("anova", "kruskal")
 
 

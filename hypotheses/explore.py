@@ -135,7 +135,8 @@ def _crossed(df: pd.DataFrame, a: str, b: str, min_n: int) -> bool:
 
 def directions(df: pd.DataFrame, schema: T.Schema, min_n: int = 2) -> list[T.Direction]:
     """Testable directions: every factor -> metric within each task (>= ``min_n`` replicates per
-    level), every crossed factor x factor pair, and factor x task when the tasks cross it."""
+    level), every crossed factor x factor pair, and, when the tasks cross a factor, factor x task
+    plus the factor's effect aggregated across tasks."""
     out: list[T.Direction] = []
     tasks = sorted(df.groupby(schema.task), key=lambda t: str(t[0])) if schema.task else [("", df)]
     for task, sub in tasks:
@@ -147,5 +148,8 @@ def directions(df: pd.DataFrame, schema: T.Schema, min_n: int = 2) -> list[T.Dir
         for f in schema.factors:
             sub = df[df.groupby(schema.task)[f].transform("nunique") > 1]
             if sub[schema.task].nunique() >= 2 and _crossed(sub, f, schema.task, min_n):
-                out += [T.Direction(T.INTERACTION, f, m, "", schema.task) for m in schema.metrics]
+                levels = _levels(sub[f])
+                for m in schema.metrics:
+                    out.append(T.Direction(T.INTERACTION, f, m, "", schema.task))
+                    out.append(T.Direction(T.AGGREGATE, f, m, "", schema.task, levels))
     return out

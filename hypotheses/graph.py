@@ -29,6 +29,8 @@ def statement(r: T.Relation, max_runs: int = 4) -> str:
     """Templated statement with full provenance, e.g. "`algo`=hpt (vs ppo) increases
     `eval/pass@8` by +0.19 [0.12, 0.27] on task=cpu (welch_t, p=..., q=..., n=6, runs=[...])"."""
     where = f" on task={r.task}" if r.task else ""
+    if r.design == T.AGGREGATE:
+        where = f" across `{r.factor_b}` (scores min-max normalised per task)"
     runs = ", ".join(r.run_ids[:max_runs]) + (", ..." if len(r.run_ids) > max_runs else "")
     prov = f"({r.tool}, p={fmt(r.p)}, q={fmt(r.q)}, n={r.n}, runs=[{runs}])"
     ci = f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]"

@@ -66,8 +66,9 @@ def split_task(df: pd.DataFrame, schema: T.Schema, discovery: str, validation: s
 def _one_sided(r: T.Relation, frame: pd.DataFrame, alternative: str) -> tuple[float, float, int]:
     """(p, effect, n) of the one-sided analogue of ``r``'s tool on ``frame``."""
     m = frame[r.metric].to_numpy(float)
-    if r.design == T.INTERACTION or r.tool in analyze.OMNIBUS:
-        d = T.Direction(r.design, r.factor, r.metric, r.task, r.factor_b, _levels(frame))
+    if r.design in (T.INTERACTION, T.AGGREGATE) or r.tool in analyze.OMNIBUS:
+        levels = (r.level_a, r.level_b) if r.design == T.AGGREGATE else _levels(frame)
+        d = T.Direction(r.design, r.factor, r.metric, r.task, r.factor_b, levels)
         res = tools.TOOLS.get(r.tool).fn(tools.TestData(d, frame, reps=0))[0]
         return res.p, res.effect, res.n
     if r.design == T.CONTINUOUS:

@@ -341,6 +341,70 @@ def ols_interaction(data: TestData) -> list[T.Relation]:
                      run_ids=tuple(sorted(f["run_id"])))]  # fmt: skip
 
 
+def task_normalise(values: np.ndarray, task: np.ndarray) -> np.ndarray:
+    """Per-task min-max normalisation, so tasks with different score ranges can be pooled
+    (rliable normalises by task reference scores; we have none, so the observed range)."""
+    out = np.empty_like(values)
+    for t in np.unique(task):
+        v = values[task == t]
+        span = np.ptp(v)
+        out[task == t] = (v - v.min()) / span if span > 0 else 0.0
+    return out
+
+
+def _strata_perm(rng, task: np.ndarray, labels: np.ndarray, reps: int) -> np.ndarray:
+    """``reps`` permutations of ``labels`` within each task stratum: int[reps, N]."""
+    idx = np.tile(np.arange(len(labels)), (reps, 1))
+    for t in np.unique(task):
+        pos = np.flatnonzero(task == t)
+        idx[:, pos] = pos[rng.permuted(np.tile(np.arange(len(pos)), (reps, 1)), axis=1)]
+    return idx
+
+
+def _strata_boot(rng, cells: np.ndarray, reps: int) -> np.ndarray:
+    """``reps`` bootstrap index draws, with replacement within each cell: int[reps, N]."""
+    idx = np.empty((reps, len(cells)), dtype=int)
+    for c in np.unique(cells):
+        pos = np.flatnonzero(cells == c)
+        idx[:, pos] = pos[rng.integers(0, len(pos), (reps, len(pos)))]
+    return idx
+
+
+def _masked_iqm(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """IQM of ``values[r][mask[r]]`` per row; every row selects the same count. [R]"""
+    values = np.broadcast_to(values, mask.shape)
+    return iqm(values[mask].reshape(mask.shape[0], -1))
+
+
+def iqm_aggregate(data: TestData) -> list[T.Relation]:
+    """A factor's effect across tasks (Agarwal et al. 2021): IQM over all (task, seed) runs of
+    per-task normalised scores, IQM(b) - IQM(a) with a stratified bootstrap CI (seeds resampled
+    within each task x level cell) and a permutation p (labels shuffled within tasks)."""
+    d, f = data.direction, data.frame
+    task = f[d.factor_b].map(str).to_numpy()
+    score = task_normalise(f[d.metric].to_numpy(float), task)
+    level = f["_level"].to_numpy()
+    out = []
+    for la, lb, _, _, ids in pairs(data):
+        keep = np.isin(level, (la, lb))
+        s, t, is_b = score[keep], task[keep], level[keep] == lb
+        rng = _rng(f"iqm_aggregate|{d}|{la}|{lb}")
+        effect = float(iqm(s[is_b]) - iqm(s[~is_b]))
+        perm = is_b[_strata_perm(rng, t, is_b, data.permutations)]
+        null = _masked_iqm(s, perm) - _masked_iqm(s, ~perm)
+        p = (1 + np.sum(np.abs(null) >= abs(effect) - 1e-12)) / (1 + len(null))
+        lo, hi = None, None
+        if data.reps:  # stratified bootstrap: seeds resampled within each task x level cell
+            draw = _strata_boot(rng, t + "|" + is_b.astype(str), data.reps)
+            diff = _masked_iqm(s[draw], is_b[draw]) - _masked_iqm(s[draw], ~is_b[draw])
+            lo, hi = percentile_ci(diff)
+        out.append(relation(data, "iqm_aggregate", effect=effect,
+                            effect_label="IQM difference (task-normalised)", std_effect=None,
+                            ci_low=lo, ci_high=hi, p=float(p), n=int(keep.sum()), run_ids=ids,
+                            level_a=la, level_b=lb))  # fmt: skip
+    return out
+
+
 for _name, _designs, _lib, _fn in (
     ("welch_t", _pair_designs(), SCIPY, welch_t),
     ("mann_whitney", _pair_designs(), SCIPY, mann_whitney),
@@ -351,6 +415,7 @@ for _name, _designs, _lib, _fn in (
     ("spearman", (T.CONTINUOUS,), SCIPY, spearman),
     ("ols_slope", (T.CONTINUOUS,), STATSMODELS, ols_slope),
     ("ols_interaction", (T.INTERACTION,), STATSMODELS, ols_interaction),
+    ("iqm_aggregate", (T.AGGREGATE,), SCIPY, iqm_aggregate),
 ):
     TOOLS.add(_name, Tool(_designs, _lib, _fn))
 TOOLS.add(

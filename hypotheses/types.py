@@ -25,6 +25,7 @@ TWO_LEVEL = "two_level"
 K_LEVEL = "k_level"
 CONTINUOUS = "continuous"
 INTERACTION = "interaction"
+AGGREGATE = "aggregate"  # one factor across tasks (rliable-style normalised IQM)
 
 # Factor kinds inferred by ``explore.infer_schema``.
 BINARY, CATEGORICAL, ORDINAL, CONT = "binary", "categorical", "ordinal", "continuous"
