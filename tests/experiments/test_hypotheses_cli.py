@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from adarl import train as adarl_train
 from experiments import hypotheses as cli
 from experiments.configs import adarl as adarl_configs
 from hypotheses import graph, load
@@ -60,6 +61,7 @@ def test_next_sweep_config_round_trip(out):
         ref = load.flatten(json.loads(adarl_configs.get_config(preset).to_json()))
         assert set(cfg) == set(ref)  # no field the experiment does not know
         assert all(cfg[k] == v for k, v in overrides.items())
+        adarl_train.validate(mod.get_config(name))  # the trainer's own checks accept it
     assert {o["algo"] for _, _, o in record["cells"].values()} == {"sac", "adarl"}
     seeds = {o["seed"] for _, _, o in record["cells"].values()}
     assert min(seeds) >= 1  # the recorded runs used base seed 0
