@@ -30,6 +30,10 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "scipy>=1.12",
     "evosax>=0.2,<0.4",
+    # hypotheses/ (issue 20): tables, tests, relation graph
+    "pandas>=2.2,<4",
+    "statsmodels>=0.14,<0.16",
+    "networkx>=3.2,<4",
 ]
 
 EXTRAS = {
@@ -45,9 +49,17 @@ setup(
     description="AdaRL (adaptive low-rank robust RL), selective-scan SSMs and FlowRL in JAX",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["harness*", "adarl*", "ssm*", "flowrl*", "experiments*", "benchmarks*"]
+        include=[
+            "harness*",
+            "adarl*",
+            "ssm*",
+            "flowrl*",
+            "hypotheses*",
+            "experiments*",
+            "benchmarks*",
+        ]
     ),
-    package_data={"adarl": ["assets/*.xml"]},
+    package_data={"adarl": ["assets/*.xml"], "hypotheses": ["prior.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

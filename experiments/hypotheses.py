@@ -1,0 +1,210 @@
+"""Sweep-to-hypothesis pipeline over recorded run directories (issue 20; SAFETY_AND_ANALYSIS.md §2).
+
+    python -m experiments.hypotheses --runs results/adarl results/flowrl results/ssm \
+        --out results/hypotheses [--replicate --budget 2 [--dry_run]]
+
+Each ``--runs DIR`` is one sweep (one BH family). Writes ``report.md``/``report.html``, per sweep
+``<name>_graph.json``/``.graphml``, ``<name>_relations.json`` (every test),
+``<name>_hypotheses.json`` (ranked, with validations), forest and graph
+PNGs, and ``<name>_next_sweep.py`` (a config file for ``--config``) plus ``.json`` with the
+commands. ``--replicate`` launches (or with ``--dry_run`` prints) at most ``--budget`` runs of the
+proposed sweep through the existing entry points, each bounded by ``--run_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+from hypotheses import PRIOR_PATH, analyze, graph, load, pipeline, report, score
+
+CONFIG_MODULES = ("adarl", "rnac", "flowrl", "ssm", "coevolve", "windtunnel")
+SWEEP_TABLE_EXPERIMENT = "flowrl"  # results.json sweep tables come from experiments.flowrl_sweep
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--runs", nargs="+", required=True, help="sweep directories (one BH family each)"
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--permutations", type=int, default=2000)
+    p.add_argument("--split", choices=("auto", "seeds", "task", "none"), default="auto")
+    p.add_argument("--holdout", type=float, default=0.4, help="held-out seed fraction per cell")
+    p.add_argument("--final_k", type=int, default=3, help="final-k mean over logged updates")
+    p.add_argument("--prior", default=PRIOR_PATH, help="expectations JSON")
+    p.add_argument("--prior_graphs", nargs="*", default=[], help="earlier sweeps' graph JSON")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--replicate", action="store_true", help="run the proposed validation sweep")
+    p.add_argument("--budget", type=int, default=2, help="max runs launched by --replicate")
+    p.add_argument("--run_timeout", type=int, default=1800, help="seconds per launched run")
+    p.add_argument("--dry_run", action="store_true", help="print --replicate commands only")
+    return p.parse_args(argv)
+
+
+def _flat_preset(module: str, preset: str) -> dict:
+    cfg = importlib.import_module(f"experiments.configs.{module}").get_config(preset)
+    return load.flatten(json.loads(cfg.to_json()))
+
+
+def resolve_template(run_dir: str, cell: dict) -> tuple[str, str, dict]:
+    """(experiment module, preset, overrides) reproducing a template run with ``cell`` set.
+
+    A harness run directory is matched to the preset of ``experiments/configs/<module>.py`` with
+    the same keys and the fewest differing values; a sweep table row (``preset``, ``algo``) maps
+    to ``experiments/configs/flowrl.py:<preset>`` with ``rl.algo``."""
+    if os.path.isfile(run_dir):
+        preset = cell.get("preset", "cpu")
+        return SWEEP_TABLE_EXPERIMENT, preset, {"rl.algo": cell["algo"]} if "algo" in cell else {}
+    with open(os.path.join(run_dir, "config.json")) as f:
+        run = load.flatten(json.load(f))
+    best = None
+    for module in CONFIG_MODULES:
+        presets = importlib.import_module(f"experiments.configs.{module}").PRESETS
+        for preset in presets:
+            ref = _flat_preset(module, preset)
+            if set(ref) != set(run):
+                continue
+            diff = {k: run[k] for k in run if run[k] != ref[k] and k != "seed"}
+            if best is None or len(diff) < len(best[2]):
+                best = (module, preset, diff)
+    if best is None:
+        raise ValueError(f"no experiments/configs preset has the keys of {run_dir}/config.json")
+    module, preset, diff = best
+    return module, preset, diff | {k: v for k, v in cell.items() if k in run}
+
+
+def next_sweep_cells(proposal: score.Proposal) -> dict[str, tuple[str, str, dict]]:
+    cells = {}
+    for i, (cell, run_dir) in enumerate(zip(proposal.cells, proposal.template_runs, strict=True)):
+        module, preset, overrides = resolve_template(run_dir, cell)
+        for seed in proposal.seeds:
+            cells[f"cell{i}_seed{seed}"] = (module, preset, overrides | {"seed": seed})
+    return cells
+
+
+CONFIG_FILE = '''"""Next sweep proposed by experiments.hypotheses ({reason}).
+
+    python -m experiments.{module} --config {path}:<cell> --workdir DIR
+cells: {names}
+"""
+
+import importlib
+import json
+
+# cell name -> [experiment module, preset, {{dotted field: value}}]
+CELLS = json.loads(
+    """
+{cells}
+"""
+)
+
+
+def get_config(cell):
+    module, preset, overrides = CELLS[cell]
+    c = importlib.import_module("experiments.configs." + module).get_config(preset)
+    for dotted, value in overrides.items():
+        *path, leaf = dotted.split(".")
+        node = c
+        for part in path:
+            node = node[part]
+        if leaf not in node:
+            raise KeyError(f"config field {{dotted!r}} does not exist in {{module}}:{{preset}}")
+        node[leaf] = tuple(value) if isinstance(node[leaf], tuple) else value
+    return c
+'''
+
+
+def write_next_sweep(proposal: score.Proposal, path: str, workroot: str) -> dict:
+    """Writes the config file and returns the JSON record with one command per cell."""
+    cells = next_sweep_cells(proposal)
+    module = next(iter(cells.values()))[0]
+    with open(path, "w") as f:
+        f.write(CONFIG_FILE.format(reason=proposal.reason, module=module, path=path,
+                                   names=", ".join(cells), cells=json.dumps(cells, indent=1)))  # fmt: skip
+    commands = [
+        [
+            sys.executable,
+            "-m",
+            f"experiments.{m}",
+            "--config",
+            f"{path}:{name}",
+            "--workdir",
+            os.path.join(workroot, name),
+        ]  # fmt: skip
+        for name, (m, _, _) in cells.items()
+    ]
+    return {"hypothesis": proposal.hypothesis, "reason": proposal.reason, "cells": cells,
+            "commands": commands}  # fmt: skip
+
+
+def load_config_file(path: str):
+    spec = importlib.util.spec_from_file_location("next_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def launch(commands: list[list[str]], budget: int, timeout: int, dry_run: bool) -> list[dict]:
+    """Runs at most ``budget`` commands (each bounded by ``timeout`` s); dry run prints them."""
+    done = []
+    for cmd in commands[:budget]:
+        print(" ".join(cmd))
+        if dry_run:
+            done.append({"command": cmd, "returncode": None})
+            continue
+        rc = subprocess.run(cmd, timeout=timeout, check=False).returncode
+        done.append({"command": cmd, "returncode": rc})
+    return done
+
+
+def write_sweep(res: pipeline.SweepResult, out: str, args) -> None:
+    name = res.sweep.name
+    with open(os.path.join(out, f"{name}_graph.json"), "w") as f:
+        f.write(graph.to_json(res.graph))
+    graph.write_graphml(res.graph, os.path.join(out, f"{name}_graph.graphml"))
+    with open(os.path.join(out, f"{name}_relations.json"), "w") as f:
+        json.dump([r.to_dict() for r in res.relations], f)  # every test; compact: it is long
+    with open(os.path.join(out, f"{name}_hypotheses.json"), "w") as f:
+        json.dump(pipeline.hypotheses_json(res.hypotheses), f, indent=1)
+    if res.proposal is None:
+        return
+    record = write_next_sweep(res.proposal, os.path.join(out, f"{name}_next_sweep.py"),
+                              os.path.join(out, "replicate", name))  # fmt: skip
+    if args.replicate:
+        record["launched"] = launch(record["commands"], args.budget, args.run_timeout, args.dry_run)
+    with open(os.path.join(out, f"{name}_next_sweep.json"), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def main(argv=None) -> list[pipeline.SweepResult]:
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    cfg = analyze.AnalysisConfig(alpha=args.alpha, reps=args.reps, permutations=args.permutations)
+    prior = score.load_prior(args.prior)
+    for path in args.prior_graphs:
+        with open(path) as f:
+            prior += score.prior_from_graph(f.read())
+    results, sections = [], []
+    for root in args.runs:
+        sweep = load.load_sweep(root, final_k=args.final_k)
+        res = pipeline.run_sweep(sweep, cfg, prior, args.split, args.holdout)
+        write_sweep(res, args.out, args)
+        sections += report.sweep_sections(res, args.out, args.top)
+        results.append(res)
+        print(f"{sweep.name}: {len(res.relations)} tests, {len(res.hypotheses)} hypotheses")
+    cmd = "python -m experiments.hypotheses --runs " + " ".join(args.runs) + f" --out {args.out}"
+    sections.insert(0, ("Command", cmd, None, None))
+    report.render(sections, args.out, "Hypotheses from recorded sweeps")
+    return results
+
+
+if __name__ == "__main__":
+    main()

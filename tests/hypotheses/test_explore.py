@@ -1,0 +1,121 @@
+"""Schema inference and loaders on fixtures (SAFETY_AND_ANALYSIS.md §2.2, Module 1)."""
+
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hypotheses import explore, load
+from hypotheses import types as T
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _generic_table() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for algo in ("ppo", "sac", "td3"):
+        for lr in (1e-4, 3e-4, 1e-3):
+            for batch in (64, 256):
+                for task in ("hopper", "walker"):
+                    for seed in range(2):
+                        rows.append({"algo": algo, "lr": lr, "batch": batch, "env": task,
+                                     "seed": seed, "run_id": f"{algo}-{lr}-{batch}-{task}-{seed}",
+                                     "return": rng.normal(), "success": rng.uniform()})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_schema_inference_generic_table():
+    df = _generic_table()
+    schema = explore.infer_schema(df)
+    assert schema.factors == {"algo": T.CATEGORICAL, "lr": T.ORDINAL, "batch": T.BINARY}
+    assert schema.task == "env" and schema.seed == "seed"
+    assert schema.metrics == ("return", "success")
+
+
+def test_aliases_and_constants():
+    df = _generic_table()
+    df["algo_id"] = df["algo"].map({"ppo": 0, "sac": 1, "td3": 2})  # one-to-one with algo
+    df["gamma"] = 0.99
+    schema = explore.infer_schema(
+        df, config_columns=("algo", "algo_id", "lr", "batch", "env", "gamma")
+    )
+    assert "algo_id" not in schema.factors and schema.aliases["algo"] == ("algo_id",)
+    assert schema.constants == ("gamma",)
+
+
+def test_directions_and_coverage():
+    df = _generic_table()
+    schema = explore.infer_schema(df)
+    dirs = explore.directions(df, schema)
+    designs = {(d.design, d.factor, d.factor_b, d.task) for d in dirs if d.metric == "return"}
+    assert (T.K_LEVEL, "algo", "", "hopper") in designs
+    assert (T.TWO_LEVEL, "batch", "", "walker") in designs
+    assert (T.CONTINUOUS, "lr", "", "hopper") in designs  # ordinal: k-level and trend
+    assert (T.INTERACTION, "algo", "batch", "hopper") in designs
+    assert (T.INTERACTION, "algo", "env", "") in designs  # factor x task
+    cov = explore.coverage(df, schema)
+    assert set(cov["n"]) == {12, 18}  # 36 rows per task: 3 levels x 12, 2 levels x 18
+    df.loc[0, "success"] = np.nan
+    assert explore.missingness(df, schema).set_index("metric").loc["success", "missing"] > 0
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "sweep"
+    cfg = {"algo": "sac", "seed": 0, "num_seeds": 3, "sac": {"lr": 0.001}, "hidden": [64, 64]}
+    rob = {"robustness": {"nominal": [1.0, 2.0, 3.0], "grid_mean": [1, 2, 3], "final_ranks": {"rank/a": [5, 6, 7]}},
+           "final_metrics": {"eval/return": 2.0, "eval/return/std": 0.8}}  # fmt: skip
+    _write(root / "vmapped" / "config.json", cfg)
+    _write(root / "vmapped" / "summary.json", rob)
+    _write(
+        root / "vmapped" / "windtunnel.json", {"worst_return": [0.5, 1.5, 2.5], "cvar": [1, 1, 1]}
+    )
+    _write(root / "agg" / "config.json", cfg | {"algo": "rnac"})
+    _write(root / "agg" / "summary.json", {"final_metrics": {"eval/return": 9.0}})
+    _write(root / "single" / "config.json", cfg | {"num_seeds": 1, "seed": 7})
+    lines = [{"step": s, "eval/return": float(s), "eval/return/std": 0.0} for s in (1, 2, 3, 4)]
+    (root / "single" / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    table = [{"preset": "cpu", "algo": "grpo", "seeds": [0, 1], "columns": ["pass@1"],
+              "final": [[0.5], [0.7]], "start": [[0.4], [0.4]]}]  # fmt: skip
+    _write(root / "flow" / "results.json", table)
+    return root
+
+
+def test_loaders_layouts(runs_dir):
+    sweep = load.load_sweep(str(runs_dir))
+    t = sweep.table.set_index("run_id")
+    # vmapped seeds become replicates with the per-seed arrays
+    assert list(t.loc[[f"sweep/vmapped#{i}" for i in range(3)], "robust/nominal"]) == [
+        1.0,
+        2.0,
+        3.0,
+    ]
+    assert t.loc["sweep/vmapped#2", "windtunnel/worst_return"] == 2.5
+    assert t.loc["sweep/vmapped#1", "seed"] == "0/1"
+    assert t.loc["sweep/vmapped#0", "rank/a@final"] == 5
+    # the multi-seed run without per-seed values is excluded and reported
+    assert "sweep/agg" not in t.index and "sweep/agg" in sweep.notes[0]
+    # single seed: final-k mean (k=3) and step-normalised AUC from metrics.jsonl
+    assert t.loc["sweep/single", "eval/return@final"] == pytest.approx(3.0)
+    assert t.loc["sweep/single", "eval/return@auc"] == pytest.approx(2.5)
+    assert t.loc["sweep/single", "seed"] == "7"
+    # sweep table: one row per seed, final and gain over the start
+    assert t.loc["sweep/flow/results.json#0/seed1", "pass@1@gain"] == pytest.approx(0.3)
+    assert len(sweep.table) == 3 + 1 + 2
+
+
+def test_load_recorded_results():
+    """The recorded adarl results: 3 algorithms x 5 vmapped seeds; the rnac runs are aggregate-only."""
+    sweep = load.load_sweep(str(ROOT / "results" / "adarl"))
+    schema = explore.infer_schema(sweep.table, sweep.config_columns)
+    assert schema.factors == {"algo": T.CATEGORICAL}
+    assert sweep.table.groupby("algo").size().to_dict() == {"adarl": 5, "parseval": 5, "sac": 5}
+    assert "robust/grid_min" in schema.metrics
