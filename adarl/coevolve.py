@@ -21,12 +21,21 @@ generic in the training and evaluation callbacks.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+
+import harness
+from adarl import dynamics, rnac, robust_eval, tasks, wrappers
+from adarl import ppo as ppo_lib
+from adarl import windtunnel as wt
 
 # ---------------------------------------------------------------------------------------------
 # Failure bank
@@ -266,25 +275,29 @@ def run(
 # ---------------------------------------------------------------------------------------------
 
 
-def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
-    """Pre-trains a PPO/RNAC policy (``config.train``, one seed), then runs :func:`run` with the
-    wind tunnel (``config.windtunnel``) as attacker and the failure bank mixed into the training
-    dynamics through :func:`adarl.windtunnel.failure_sampler`. Writes ``coevolve.json`` (rounds,
-    gate decisions, the bank) and ``coevolve.png`` into ``workdir``; returns the JSON dict.
+class Arena(NamedTuple):
+    """What the PPO/RNAC co-evolution loop reads besides the policy state and the bank.
 
-    Each round re-jits the PPO update, because the bank's parameters are constants of the
-    sampler inside the environment wrapper; the attack is compiled once.
+    config: the coevolve config; ppo_cfg: ``config.train.ppo`` with one learning-rate schedule
+    over pre-training and all rounds; uset: the uncertainty set; train_env, spec; space: the
+    wind tunnel's search space; full_return: return over full parameter vectors (n, d);
+    return_fn: over the searched subspace; ball; eval_keys (episodes, 2).
     """
-    import json
-    import os
 
-    import ml_collections
+    config: Any
+    ppo_cfg: Any
+    uset: Any
+    train_env: Any
+    spec: Any
+    space: Any
+    full_return: Callable
+    return_fn: Callable
+    ball: Any
+    eval_keys: jax.Array
 
-    import harness
-    from adarl import ppo as ppo_lib
-    from adarl import rnac, robust_eval, wrappers
-    from adarl import windtunnel as wt
 
+def validate_config(config: Any) -> None:
+    """ConfigError naming the field, before anything compiles."""
     tc = config.train
     rnac.validate_config(tc)
     if tc.num_seeds != 1:
@@ -294,96 +307,122 @@ def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
     harness.check_int(config, "bank.capacity", lo=1)
     harness.check_range(config, "sampler.p_adv", lo=0.0, hi=1.0)
     wt.validate_config(config.windtunnel)
-    os.makedirs(workdir, exist_ok=True)
 
+
+def make_arena(config: Any) -> tuple[Arena, ppo_lib.PPOFns]:
+    tc, wc = config.train, config.windtunnel
     total = config.pretrain_updates + config.max_rounds * config.round_updates
     ppo_cfg = ml_collections.ConfigDict(tc.ppo.to_dict())
     ppo_cfg.num_updates = total  # one learning-rate schedule over pre-training and all rounds
-    train_env, eval_env, spec = rnac.make_task(tc)
+    task = tasks.make_task(tc)
     uset = rnac.get_uncertainty(tc.algo, tc.rnac)
-    fns = ppo_lib.make_ppo(ppo_cfg, train_env, uset)
+    fns = ppo_lib.make_ppo(ppo_cfg, task.train_env, uset)
+    full_return = robust_eval.make_return_fn(
+        task.eval_env, task.spec, fns.apply, robust_eval.num_steps(tc)
+    )
+    space = wt.space_from_spec(task.spec, tuple(wc.params) or None)
+    arena = Arena(
+        config=config,
+        ppo_cfg=ppo_cfg,
+        uset=uset,
+        train_env=task.train_env,
+        spec=task.spec,
+        space=space,
+        full_return=full_return,
+        return_fn=wt.subspace_return_fn(full_return, task.spec, space.names),
+        ball=wt.make_ball(wc.ball, space, wc.radius),
+        eval_keys=jax.random.split(jax.random.PRNGKey(wc.eval_seed), wc.episodes),
+    )
+    return arena, fns
+
+
+def policy_params(state: Any) -> Any:
+    """``(actor_params, obs_stats)`` of a single PPO state with a leading seed axis of 1."""
+    return jax.tree.map(lambda x: x[None], (state.actor_params, state.obs_stats))
+
+
+def attack(arena: Arena, state: Any, bank: FailureBank) -> Attack:
+    """Wind-tunnel search of the current policy; failures as full parameter vectors."""
+    del bank
+    wc, spec, names = arena.config.windtunnel, arena.spec, arena.space.names
+    res = wt.search(
+        arena.return_fn, arena.ball, jax.random.PRNGKey(wc.seed), aux=policy_params(state),
+        searchers=tuple(wc.searchers), episodes=wc.episodes, eval_seed=wc.eval_seed,
+        cvar_alpha=wc.cvar_alpha, searcher_kwargs={n: dict(wc[n]) for n in wc.searchers},
+    )[0]  # fmt: skip
+    cases = wt.failure_cases(
+        res, arena.ball, names,
+        threshold=wt.failure_threshold(res.nominal_return, wc.failure_fraction),
+        eval_seed=wc.eval_seed, max_cases=wc.max_failures,
+    )  # fmt: skip
+    idx = np.array([spec.names.index(n) for n in names])
+    full = np.tile(spec.nominal, (len(cases), 1))
+    for i, c in enumerate(cases):
+        full[i, idx] = [c["params"][0][n] for n in names]
+    return Attack(
+        RoundMetrics(res.nominal_return, res.worst_return),
+        full.reshape(-1, spec.dim),
+        np.array([c["return"] for c in cases]),
+        np.full(len(cases), wc.eval_seed),
+    )
+
+
+def bank_return_fn(arena: Arena) -> Callable[[Any, FailureBank], jax.Array]:
+    """``(policy_params, bank) -> f32 ()`` mean return over the valid bank entries (jitted)."""
+
+    def one(pp, p):
+        x = jnp.broadcast_to(p, (arena.eval_keys.shape[0], arena.spec.dim))
+        return arena.full_return(x, arena.eval_keys, pp).mean()
+
+    def bank_return(pp, bank):
+        rets = jax.lax.map(functools.partial(one, pp), bank.params)
+        w = bank.valid.astype(jnp.float32)
+        return jnp.sum(rets * w) / jnp.maximum(w.sum(), 1.0)
+
+    return jax.jit(bank_return)
+
+
+def train_round(arena: Arena, state: Any, bank: FailureBank, key: jax.Array) -> Any:
+    """``round_updates`` PPO updates with the bank's failures mixed into the training dynamics."""
+    cfg, env = arena.config, arena.train_env
+    valid = np.asarray(bank.valid)
+    sampler = env.sampler
+    if valid.any():
+        sampler = dynamics.failure_sampler(
+            arena.spec, points=np.asarray(bank.params)[valid],
+            weights=np.asarray(bank.severity)[valid] + 1e-3, p_adv=cfg.sampler.p_adv,
+            jitter=cfg.sampler.jitter, base=env.sampler,
+        )  # fmt: skip
+    env_r = wrappers.wrap(
+        env.env, sampler=sampler, episode_length=env.episode_length,
+        action_repeat=env.action_repeat,
+    )  # fmt: skip
+    upd = jax.jit(ppo_lib.make_ppo(arena.ppo_cfg, env_r, arena.uset).update)
+    state = state.replace(key=key)
+    for _ in range(cfg.round_updates):
+        state, _ = upd(state)
+    return state
+
+
+def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
+    """Pre-trains a PPO/RNAC policy (``config.train``, one seed), then runs :func:`run` with the
+    wind tunnel (``config.windtunnel``) as attacker and the failure bank mixed into the training
+    dynamics through :func:`adarl.dynamics.failure_sampler`. Writes ``coevolve.json`` (rounds,
+    gate decisions, the bank) and ``coevolve.png`` into ``workdir``; returns the JSON dict.
+
+    Each round re-jits the PPO update, because the bank's parameters are constants of the
+    sampler inside the environment wrapper; the attack is compiled once.
+    """
+    validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    tc = config.train
+    arena, fns = make_arena(config)
     state = jax.jit(fns.init)(jax.random.PRNGKey(tc.seed))
     update = jax.jit(fns.update)
     for _ in range(config.pretrain_updates):
         state, _ = update(state)
-
-    def apply(params, obs):
-        actor_params, obs_stats = params
-        obs = ppo_lib.normalize(obs_stats, obs) if tc.ppo.normalize_obs else obs
-        return fns.actor.apply(actor_params, obs)[0]
-
-    def policy_params(st):
-        return jax.tree.map(lambda x: x[None], (st.actor_params, st.obs_stats))
-
-    wc = config.windtunnel
-    steps = robust_eval.num_steps(tc)
-    full_return = robust_eval.make_return_fn(eval_env, spec, apply, steps)
-    names = tuple(wc.params) or spec.names
-    idx = np.array([spec.names.index(n) for n in names])
-    space = wt.Space(names, *(np.asarray(a, np.float64)[idx] for a in (
-        spec.nominal, spec.scale, spec.lower, spec.upper)))  # fmt: skip
-    return_fn = wt._subspace_return_fn(full_return, spec, names)
-    ball = wt.make_ball(wc.ball, space, wc.radius)
-    kwargs = {n: dict(wc[n]) for n in wc.searchers}
-
-    def attack(st, bank):
-        res = wt.search(
-            return_fn, ball, jax.random.PRNGKey(wc.seed), aux=policy_params(st),
-            searchers=tuple(wc.searchers), episodes=wc.episodes, eval_seed=wc.eval_seed,
-            cvar_alpha=wc.cvar_alpha, searcher_kwargs=kwargs,
-        )[0]  # fmt: skip
-        threshold = res.nominal_return - (1.0 - wc.failure_fraction) * abs(res.nominal_return)
-        cases = wt.failure_cases(
-            res, ball, names, threshold=threshold, eval_seed=wc.eval_seed,
-            max_cases=wc.max_failures,
-        )  # fmt: skip
-        full = np.tile(spec.nominal, (len(cases), 1))
-        for i, c in enumerate(cases):
-            full[i, idx] = [c["params"][0][n] for n in names]
-        return Attack(
-            RoundMetrics(res.nominal_return, res.worst_return),
-            full.reshape(-1, spec.dim),
-            np.array([c["return"] for c in cases]),
-            np.full(len(cases), wc.eval_seed),
-        )
-
-    eval_keys = jax.random.split(jax.random.PRNGKey(wc.eval_seed), wc.episodes)
-
-    @jax.jit
-    def _bank_return(pp, bank):
-        def one(p):
-            x = jnp.broadcast_to(p, (eval_keys.shape[0], spec.dim))
-            return full_return(x, eval_keys, pp).mean()
-
-        rets = jax.lax.map(one, bank.params)
-        w = bank.valid.astype(jnp.float32)
-        return jnp.sum(rets * w) / jnp.maximum(w.sum(), 1.0)
-
-    def bank_return(st, bank):
-        pp = jax.tree.map(lambda x: x[0], policy_params(st))
-        return float(_bank_return(pp, bank))
-
-    def train_round(st, bank, key):
-        valid = np.asarray(bank.valid)
-        sampler = train_env.sampler
-        if valid.any():
-            sampler = wt.failure_sampler(
-                spec, points=np.asarray(bank.params)[valid],
-                weights=np.asarray(bank.severity)[valid] + 1e-3, p_adv=config.sampler.p_adv,
-                jitter=config.sampler.jitter, base=train_env.sampler,
-            )  # fmt: skip
-        env_r = wrappers.wrap(
-            train_env.env, sampler=sampler, episode_length=train_env.episode_length,
-            action_repeat=train_env.action_repeat,
-        )  # fmt: skip
-        upd = jax.jit(ppo_lib.make_ppo(ppo_cfg, env_r, uset).update)
-        st = st.replace(key=key)
-        for _ in range(config.round_updates):
-            st, _ = upd(st)
-        return st
-
-    log_path = os.path.join(workdir, "coevolve_rounds.jsonl")
-    with open(log_path, "w") as f:
+    bank_return = bank_return_fn(arena)
+    with open(os.path.join(workdir, "coevolve_rounds.jsonl"), "w") as f:
 
         def log(entry):
             f.write(json.dumps(entry, default=float) + "\n")
@@ -392,11 +431,11 @@ def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
 
         state, bank, history = run(
             state,
-            train_round=train_round,
-            attack=attack,
+            train_round=functools.partial(train_round, arena),
+            attack=functools.partial(attack, arena),
             key=jax.random.PRNGKey(tc.seed + 1),
-            dim=spec.dim,
-            scale=spec.scale,
+            dim=arena.spec.dim,
+            scale=arena.spec.scale,
             capacity=config.bank.capacity,
             min_distance=config.bank.min_distance,
             max_rounds=config.max_rounds,
@@ -404,11 +443,23 @@ def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
             min_improvement=config.gate.min_improvement,
             nominal_budget=config.gate.nominal_budget,
             regression_tol=config.gate.regression_tol if config.gate.use_regression else None,
-            bank_return=bank_return,
+            bank_return=lambda st, b: float(bank_return(_unbatched(policy_params(st)), b)),
             log=log,
         )
+    out = _report(config, arena.spec, bank, history)
+    with open(os.path.join(workdir, "coevolve.json"), "w") as f:
+        json.dump(out, f, indent=2, default=float)
+    _plot_history(history, os.path.join(workdir, "coevolve.png"))
+    return out
+
+
+def _unbatched(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+def _report(config: Any, spec: Any, bank: FailureBank, history: list) -> dict[str, Any]:
     valid = np.asarray(bank.valid)
-    out = {
+    return {
         "history": history,
         "accepted_rounds": sum(1 for h in history[1:] if h["accepted"]),
         "bank": {
@@ -419,10 +470,6 @@ def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
         },
         "config": config.to_dict(),
     }
-    with open(os.path.join(workdir, "coevolve.json"), "w") as f:
-        json.dump(out, f, indent=2, default=float)
-    _plot_history(history, os.path.join(workdir, "coevolve.png"))
-    return out
 
 
 def _plot_history(history: list[dict[str, Any]], path: str) -> None:

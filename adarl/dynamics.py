@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
+import harness
 from adarl.params import Params, ParamSpec
 
 SampleFn = Callable[[jax.Array, int, Any], Params]
@@ -323,22 +324,64 @@ def ompo_sampler(
 
 
 # --------------------------------------------------------------------------------------------
+# Failure points found by the wind tunnel
+# --------------------------------------------------------------------------------------------
+
+
+def failure_sampler(
+    spec: Any,
+    *,
+    points: Any,
+    weights: Any = None,
+    p_adv: float = 0.5,
+    jitter: float = 0.0,
+    base: Any = None,
+):
+    """A :class:`Sampler` drawing failure parameters found by the wind tunnel (:mod:`adarl.windtunnel`).
+
+    With probability ``p_adv`` a sample is one of ``points`` (k, d) physical (chosen ∝
+    ``weights``, uniform by default) plus ``jitter · scale`` Gaussian noise, otherwise a draw of
+    ``base`` (another Sampler; default the nominal parameters). Pure and jit-able.
+    """
+    pts = jnp.asarray(np.asarray(points, np.float32).reshape(-1, spec.dim))
+    if pts.shape[0] < 1:
+        raise ValueError("points must hold at least one parameter vector")
+    if not 0.0 <= p_adv <= 1.0:
+        raise ValueError(f"p_adv must be in [0, 1], got {p_adv!r}")
+    w = jnp.ones((pts.shape[0],)) if weights is None else jnp.asarray(weights, jnp.float32)
+    logits = jnp.log(jnp.maximum(w, 1e-12))
+    base = base or nominal_sampler(spec)
+    scale = jnp.asarray(spec.scale, jnp.float32)
+    lo, hi = jnp.asarray(spec.lower, jnp.float32), jnp.asarray(spec.upper, jnp.float32)
+
+    def fn(key, n, episode):
+        k_base, k_mix, k_pick, k_jit = jax.random.split(key, 4)
+        base_x = spec.to_vector(base(k_base, n, episode) if base.uses_episode else base(k_base, n))
+        pick = jax.random.categorical(k_pick, logits, shape=(n,))
+        adv = pts[pick] + jitter * scale * jax.random.normal(k_jit, (n, spec.dim))
+        use = jax.random.uniform(k_mix, (n, 1)) < p_adv
+        return spec.from_vector(jnp.clip(jnp.where(use, adv, base_x), lo, hi))
+
+    return Sampler("windtunnel", spec, fn, uses_episode=base.uses_episode)
+
+
+# --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
 
-SAMPLERS: dict[str, Callable[..., Sampler]] = {
-    "nominal": nominal_sampler,
-    "box": box_sampler,
-    "wasserstein": wasserstein_sampler,
-    "ompo": ompo_sampler,
-}
+# Every sampler registers here, where the table is defined, so a config naming any of them
+# validates whichever adarl modules happen to be imported.
+SAMPLERS: harness.Registry[Callable[..., Sampler]] = harness.Registry("sampler")
+SAMPLERS.add("nominal", nominal_sampler)
+SAMPLERS.add("box", box_sampler)
+SAMPLERS.add("wasserstein", wasserstein_sampler)
+SAMPLERS.add("ompo", ompo_sampler)
+SAMPLERS.add("windtunnel", failure_sampler)
 
 
 def register_sampler(name: str, factory: Callable[..., Sampler]) -> None:
-    """Adds a sampler factory ``(spec, **kwargs) -> Sampler`` (e.g. adversarial samplers)."""
-    if name in SAMPLERS:
-        raise ValueError(f"sampler {name!r} is already registered")
-    SAMPLERS[name] = factory
+    """Adds a sampler factory ``(spec, **kwargs) -> Sampler``; duplicate names raise ValueError."""
+    SAMPLERS.add(name, factory)
 
 
 def make_sampler(name: str, spec: ParamSpec, **kwargs: Any) -> Sampler:
@@ -347,4 +390,4 @@ def make_sampler(name: str, spec: ParamSpec, **kwargs: Any) -> Sampler:
         raise ValueError(f"unknown sampler {name!r}; registered: {sorted(SAMPLERS)}")
     if not isinstance(spec, ParamSpec):
         raise ValueError(f"spec must be an adarl.params.ParamSpec, got {type(spec).__name__}")
-    return SAMPLERS[name](spec, **kwargs)
+    return SAMPLERS.get(name)(spec, **kwargs)

@@ -40,6 +40,8 @@ import numpy as np
 from mujoco import mjx
 from mujoco_playground._src import mjx_env
 
+import harness
+
 State = mjx_env.State
 
 # OMPO's fluid constants (ADARL.md §3.2, `ant_random.py`): air.
@@ -370,11 +372,13 @@ def _make_playground(name: str, **overrides: Any) -> mjx_env.MjxEnv:
     return _finish(_load_playground(name, **overrides), name, None)
 
 
-ENVS: dict[str, Callable[..., Any]] = {
-    **{t: functools.partial(_make_gym, t) for t in GYM_CONFIGS},
-    **{t: functools.partial(_make_playground, t) for t in _PLAYGROUND_TASKS},
-    **{a: functools.partial(_make_playground, t) for a, t in _ALIASES.items()},
-}
+ENVS: harness.Registry[Callable[..., Any]] = harness.Registry("env")
+for _t in GYM_CONFIGS:
+    ENVS.add(_t, functools.partial(_make_gym, _t))
+for _t in _PLAYGROUND_TASKS:
+    ENVS.add(_t, functools.partial(_make_playground, _t))
+for _a, _t in _ALIASES.items():
+    ENVS.add(_a, functools.partial(_make_playground, _t))
 
 
 def names() -> tuple[str, ...]:
@@ -386,7 +390,7 @@ def make(name: str, **overrides: Any) -> Any:
     """Builds a registered task; unknown names raise a ValueError listing :func:`names`."""
     if name not in ENVS:
         raise ValueError(f"unknown env {name!r}; registered: {list(names())}")
-    return ENVS[name](**overrides)
+    return ENVS.get(name)(**overrides)
 
 
 @contextlib.contextmanager

@@ -26,33 +26,27 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+import harness
 from adarl import networks
 
 RankRule = Callable[[jax.Array, jax.Array, float], jax.Array]
-_RANK_RULES: dict[str, RankRule] = {}
+RANK_RULES: harness.Registry[RankRule] = harness.Registry("rank rule")
 
 
 def register_rank_rule(name: str) -> Callable[[RankRule], RankRule]:
     """Decorator adding a rank rule under ``name``; duplicate names raise ValueError."""
-
-    def deco(fn: RankRule) -> RankRule:
-        if name in _RANK_RULES:
-            raise ValueError(f"rank rule '{name}' is already registered")
-        _RANK_RULES[name] = fn
-        return fn
-
-    return deco
+    return RANK_RULES.register(name)
 
 
 def rank_rule_names() -> tuple[str, ...]:
-    return tuple(sorted(_RANK_RULES))
+    return tuple(sorted(RANK_RULES))
 
 
 def get_rank_rule(name: str) -> RankRule:
     """Returns the rule registered under ``name``; unknown -> ValueError listing the names."""
-    if name not in _RANK_RULES:
+    if name not in RANK_RULES:
         raise ValueError(f"unknown rank rule '{name}'; registered: {', '.join(rank_rule_names())}")
-    return _RANK_RULES[name]
+    return RANK_RULES.get(name)
 
 
 def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:

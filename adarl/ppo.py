@@ -14,10 +14,14 @@ The nominal set gives plain PPO.
 
 Deviations from the official PyTorch code, kept as config fields or documented here:
 
-* Episodes cut by the time limit are treated as terminal in GAE (the auto-reset overwrites the
-  final observation), as in purejaxrl.
 * Running observation statistics are updated once per rollout (parallel Welford/Chan) with the
-  statistics of the previous rollout used for acting, instead of after every single step.
+  statistics of the previous rollout used for acting, instead of after every single step; they
+  and the reward scaling use adarl's one normaliser (:mod:`adarl.running_stats`: variance floored
+  at 1e-6, identity until two samples were seen) instead of the official ``std + 1e-8``.
+
+As the official code (``dw`` vs ``done``), episodes cut by the time limit are *not* terminal:
+GAE bootstraps through ``V(final_obs)``, the observation the step reached before the auto-reset
+(:func:`adarl.acting.outcome`), and only the advantage trace is cut at every episode end.
 
 Shapes: ``N`` parallel environments (``config.ppo.num_envs``), ``T`` rollout length per environment
 (``config.ppo.num_steps``), ``O`` observation size, ``A`` action size.
@@ -25,6 +29,7 @@ Shapes: ``N`` parallel environments (``config.ppo.num_envs``), ``T`` rollout len
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -34,6 +39,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+
+from adarl import acting, running_stats
+from adarl.running_stats import RunningStats
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -181,50 +189,6 @@ def gae_reference(rewards, values, next_values, terminals, dones, gamma, lam, td
 
 
 # ---------------------------------------------------------------------------------------------
-# Running statistics (observation normalisation and reward scaling)
-# ---------------------------------------------------------------------------------------------
-
-
-class RunningStats(NamedTuple):
-    """Running mean/variance (Chan et al. parallel update).
-
-    mean: f32 (...,); m2: f32 (...,) sum of squared deviations; count: f32 () samples seen.
-    """
-
-    mean: jax.Array
-    m2: jax.Array
-    count: jax.Array
-
-
-def stats_init(shape: tuple[int, ...]) -> RunningStats:
-    return RunningStats(jnp.zeros(shape), jnp.zeros(shape), jnp.zeros(()))
-
-
-def stats_update(stats: RunningStats, batch: jax.Array) -> RunningStats:
-    """Merges a batch (B, ...) into the running statistics."""
-    n = jnp.asarray(batch.shape[0], jnp.float32)
-    b_mean = batch.mean(axis=0)
-    b_m2 = ((batch - b_mean) ** 2).sum(axis=0)
-    total = stats.count + n
-    delta = b_mean - stats.mean
-    mean = stats.mean + delta * n / total
-    m2 = stats.m2 + b_m2 + delta**2 * stats.count * n / total
-    return RunningStats(mean, m2, total)
-
-
-def stats_std(stats: RunningStats, eps: float = 1e-8) -> jax.Array:
-    var = jnp.where(stats.count > 1, stats.m2 / jnp.maximum(stats.count, 1.0), 1.0)
-    return jnp.sqrt(var + eps)
-
-
-def normalize(stats: RunningStats, x: jax.Array, clip: float = 10.0) -> jax.Array:
-    """``clip((x - mean)/std)``; identity before any statistics were gathered."""
-    z = (x - stats.mean) / stats_std(stats)
-    z = jnp.where(stats.count > 0, z, x)
-    return jnp.clip(z, -clip, clip)
-
-
-# ---------------------------------------------------------------------------------------------
 # Uncertainty sets (RNAC hooks; the nominal set is plain PPO)
 # ---------------------------------------------------------------------------------------------
 
@@ -304,13 +268,16 @@ class Rollout(NamedTuple):
 
 
 class PPOFns(NamedTuple):
-    """init(key) -> PPOState; update(state) -> (state, metrics); policy(state) -> policy_fn."""
+    """init(key) -> PPOState; update(state) -> (state, metrics); policy(state) -> policy_fn;
+    apply((actor_params, obs_stats), obs) -> deterministic action; setup: the :class:`Setup`."""
 
     init: Callable[[jax.Array], PPOState]
     update: Callable[[PPOState], tuple[PPOState, dict[str, jax.Array]]]
     policy: Callable[[PPOState], Callable[[jax.Array], jax.Array]]
     actor: Actor
     critic: Critic
+    apply: Callable[[Any, jax.Array], jax.Array]
+    setup: Any
 
 
 def validate_ppo_config(ppo: Any) -> None:
@@ -338,6 +305,271 @@ def validate_ppo_config(ppo: Any) -> None:
             raise ValueError(f"config.ppo.{name}={v!r} must lie in [{lo}, {hi or 'inf'}]")
 
 
+class Setup(NamedTuple):
+    """What PPO's step functions read besides their state (built once by :func:`make_setup`).
+
+    ppo: the ``config.ppo`` ConfigDict; env: the batched training env; uncertainty: the RNAC
+    uncertainty set; actor, critic: the networks; actor_tx, critic_tx: their optimisers;
+    packer: env state <-> checkpointable carry; n_envs (N), n_steps (T), n_minibatches, obs_size.
+    """
+
+    ppo: Any
+    env: Any
+    uncertainty: UncertaintySet
+    actor: Actor
+    critic: Critic
+    actor_tx: optax.GradientTransformation
+    critic_tx: optax.GradientTransformation
+    packer: acting.EnvPacker
+    n_envs: int
+    n_steps: int
+    n_minibatches: int
+    obs_size: int
+
+
+def make_tx(ppo: Any, total_grad_steps: int) -> optax.GradientTransformation:
+    """Grad-norm clip + Adam(eps) with the learning rate decayed linearly to 0 (``anneal_lr``)."""
+    lr = optax.linear_schedule(ppo.lr, 0.0, total_grad_steps) if ppo.anneal_lr else ppo.lr
+    return optax.chain(
+        optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(lr, eps=ppo.adam_eps)
+    )
+
+
+def make_setup(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL) -> Setup:
+    validate_ppo_config(ppo)
+    n_envs, n_steps = ppo.num_envs, ppo.num_steps
+    n_minibatches = n_envs * n_steps // ppo.minibatch_size
+    total_grad_steps = ppo.num_updates * ppo.epochs * n_minibatches
+    return Setup(
+        ppo=ppo,
+        env=env,
+        uncertainty=uncertainty,
+        actor=Actor(int(env.action_size), tuple(ppo.hidden)),
+        critic=Critic(tuple(ppo.hidden)),
+        actor_tx=make_tx(ppo, total_grad_steps),
+        critic_tx=make_tx(ppo, total_grad_steps),
+        packer=acting.EnvPacker.for_env(env, n_envs),
+        n_envs=n_envs,
+        n_steps=n_steps,
+        n_minibatches=n_minibatches,
+        obs_size=int(env.observation_size),
+    )
+
+
+def norm_obs(s: Setup, stats: RunningStats, obs: jax.Array) -> jax.Array:
+    return running_stats.normalize(stats, obs) if s.ppo.normalize_obs else obs
+
+
+def init(s: Setup, key: jax.Array) -> PPOState:
+    key, k_actor, k_critic, k_env = jax.random.split(key, 4)
+    dummy = jnp.zeros((s.obs_size,))
+    actor_params = s.actor.init(k_actor, dummy)
+    critic_params = s.critic.init(k_critic, dummy)
+    env_state = s.env.reset(jax.random.split(k_env, s.n_envs))
+    returns = acting.returns_init(s.n_envs)
+    return PPOState(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        actor_opt_state=s.actor_tx.init(actor_params),
+        critic_opt_state=s.critic_tx.init(critic_params),
+        obs_stats=running_stats.init((s.obs_size,)),
+        ret_stats=running_stats.init(()),
+        disc_return=jnp.zeros((s.n_envs,)),
+        env_state=s.packer.pack(env_state),
+        episode_return=returns.running,
+        last_return=returns.last,
+        update_step=jnp.zeros((), jnp.int32),
+        env_steps=jnp.zeros((), jnp.int32),
+        key=key,
+    )
+
+
+class RolloutCarry(NamedTuple):
+    """The carry of the rollout scan: env_state (unpacked), key, returns (acting.Returns),
+    episodes f32 () finished in this rollout, disc_return f32 (N,) running discounted return."""
+
+    env_state: Any
+    key: jax.Array
+    returns: acting.Returns
+    episodes: jax.Array
+    disc_return: jax.Array
+
+
+def rollout_step(s: Setup, state: PPOState, carry: RolloutCarry, _=None):
+    """One env step with the current policy; returns (carry, (Rollout row, discounted return))."""
+    key, k_act, k_step = jax.random.split(carry.key, 3)
+    obs = carry.env_state.obs
+    value_fn = functools.partial(critic_value, s, state)
+    mean, log_std = s.actor.apply(state.actor_params, norm_obs(s, state.obs_stats, obs))
+    noise = jax.random.normal(k_act, mean.shape)
+    # RNAC's PPO clips the sampled action to the bounds and scores the clipped action.
+    action = jnp.clip(mean + jnp.exp(log_std) * noise, -1.0, 1.0)
+    logp = gaussian_log_prob(action, mean, log_std)
+    next_state = s.uncertainty.step(s.env, carry.env_state, action, value_fn, k_step)
+    out = acting.outcome(next_state)
+    returns, finished = acting.track_returns(carry.returns, out.reward, out.done)
+    disc = carry.disc_return * s.ppo.gamma + out.reward
+    row = Rollout(
+        obs, action, logp, out.reward, out.reward, out.done, out.terminal, value_fn(obs),
+        value_fn(out.next_obs),
+    )  # fmt: skip
+    new = RolloutCarry(next_state, key, returns, carry.episodes + finished, disc * (1.0 - out.done))
+    return new, (row, disc)
+
+
+def critic_value(s: Setup, state: PPOState, obs: jax.Array) -> jax.Array:
+    """V of raw observations (..., O) -> (...,) under the current observation statistics."""
+    return s.critic.apply(state.critic_params, norm_obs(s, state.obs_stats, obs))
+
+
+def rollout(s: Setup, state: PPOState) -> tuple[PPOState, Rollout, dict[str, jax.Array]]:
+    """``T`` steps of ``N`` envs, rewards scaled by the running std of the discounted return."""
+    carry0 = RolloutCarry(
+        s.packer.unpack(state.env_state),
+        state.key,
+        acting.Returns(state.episode_return, state.last_return),
+        jnp.zeros(()),
+        state.disc_return,
+    )
+    carry, (traj, discs) = jax.lax.scan(
+        functools.partial(rollout_step, s, state), carry0, None, length=s.n_steps
+    )
+    ret_stats = state.ret_stats
+    if s.ppo.reward_scaling:
+        # RewardScaling of RNAC's PPO: divide by the running std of the discounted return.
+        ret_stats = running_stats.update(ret_stats, discs.reshape(-1))
+        traj = traj._replace(reward=traj.reward / running_stats.std(ret_stats))
+    new_state = state.replace(
+        env_state=s.packer.pack(carry.env_state),
+        key=carry.key,
+        episode_return=carry.returns.running,
+        last_return=carry.returns.last,
+        disc_return=carry.disc_return,
+        ret_stats=ret_stats,
+        env_steps=state.env_steps + s.n_envs * s.n_steps,
+    )
+    metrics = {
+        "train/return": carry.returns.last,
+        "train/episodes": carry.episodes,
+        "train/reward": traj.raw_reward.mean(),
+    }
+    return new_state, traj, metrics
+
+
+def actor_loss(s: Setup, actor_params, obs, action, old_logp, advantages):
+    """Clipped surrogate minus ``ent_coef`` · entropy; (loss f32 (), metrics)."""
+    mean, log_std = s.actor.apply(actor_params, obs)
+    logp = gaussian_log_prob(action, mean, log_std)
+    pg_loss, pg_metrics = clipped_surrogate_loss(logp, old_logp, advantages, s.ppo.clip_eps)
+    entropy = gaussian_entropy(log_std).mean()
+    return pg_loss - s.ppo.ent_coef * entropy, {**pg_metrics, "entropy": entropy}
+
+
+class Learner(NamedTuple):
+    """The carry of the epoch/minibatch scans: parameters and optimiser states."""
+
+    actor_params: Any
+    critic_params: Any
+    actor_opt_state: Any
+    critic_opt_state: Any
+
+
+class Batch(NamedTuple):
+    """A flattened rollout (B = N·T leading): data Rollout, advantages, targets f32 (B,), and the
+    observation statistics the rollout acted with (obs are normalised with them)."""
+
+    data: Rollout
+    advantages: jax.Array
+    targets: jax.Array
+    obs_stats: RunningStats
+
+
+def minibatch_step(s: Setup, batch: Batch, learner: Learner, idx: jax.Array):
+    """One Adam step of actor and critic on the rows ``idx`` of ``batch``."""
+    mb = jax.tree.map(lambda x: x[idx], batch.data)
+    obs = norm_obs(s, batch.obs_stats, mb.obs)
+
+    def actor_obj(p):
+        return actor_loss(s, p, obs, mb.action, mb.logp, batch.advantages[idx])
+
+    def critic_obj(p):
+        return value_loss(s.critic.apply(p, obs), batch.targets[idx])
+
+    (a_loss, m), a_grads = jax.value_and_grad(actor_obj, has_aux=True)(learner.actor_params)
+    c_loss, c_grads = jax.value_and_grad(critic_obj)(learner.critic_params)
+    a_upd, a_opt = s.actor_tx.update(a_grads, learner.actor_opt_state, learner.actor_params)
+    c_upd, c_opt = s.critic_tx.update(c_grads, learner.critic_opt_state, learner.critic_params)
+    learner = Learner(
+        optax.apply_updates(learner.actor_params, a_upd),
+        optax.apply_updates(learner.critic_params, c_upd),
+        a_opt,
+        c_opt,
+    )
+    return learner, {"actor_loss": a_loss, "value_loss": c_loss, **m}
+
+
+def epoch(s: Setup, batch: Batch, learner: Learner, key: jax.Array):
+    """One pass over shuffled minibatches."""
+    perm = jax.random.permutation(key, s.n_envs * s.n_steps)
+    step = functools.partial(minibatch_step, s, batch)
+    return jax.lax.scan(step, learner, perm.reshape(s.n_minibatches, -1))
+
+
+def make_batch(s: Setup, state: PPOState, traj: Rollout, penalty: jax.Array) -> Batch:
+    """GAE over the rollout, flattened (advantages normalised when configured)."""
+    advantages, targets = gae(
+        traj.reward, traj.value, traj.next_value, traj.terminal, traj.done,
+        s.ppo.gamma, s.ppo.gae_lambda, penalty,
+    )  # fmt: skip
+    flat = jax.tree.map(lambda x: x.reshape((s.n_envs * s.n_steps,) + x.shape[2:]), traj)
+    adv = advantages.reshape(-1)
+    if s.ppo.normalize_advantages:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    return Batch(flat, adv, targets.reshape(-1), state.obs_stats)
+
+
+def update(s: Setup, state: PPOState) -> tuple[PPOState, dict[str, jax.Array]]:
+    """One PPO iteration: rollout, GAE, ``epochs`` passes of minibatch Adam steps."""
+    state, traj, metrics = rollout(s, state)
+    penalty = jax.lax.stop_gradient(s.uncertainty.td_penalty(state.critic_params))
+    batch = make_batch(s, state, traj, penalty)
+    obs_stats = state.obs_stats
+    if s.ppo.normalize_obs:
+        obs_stats = running_stats.update(obs_stats, traj.obs.reshape(-1, s.obs_size))
+    key, k_perm = jax.random.split(state.key)
+    learner = Learner(
+        state.actor_params, state.critic_params, state.actor_opt_state, state.critic_opt_state
+    )
+    learner, loss_metrics = jax.lax.scan(
+        functools.partial(epoch, s, batch), learner, jax.random.split(k_perm, s.ppo.epochs)
+    )
+    state = state.replace(
+        actor_params=learner.actor_params,
+        critic_params=learner.critic_params,
+        actor_opt_state=learner.actor_opt_state,
+        critic_opt_state=learner.critic_opt_state,
+        obs_stats=obs_stats,
+        update_step=state.update_step + 1,
+        key=key,
+    )
+    metrics.update({f"loss/{k}": v.mean() for k, v in loss_metrics.items()})
+    metrics["loss/td_penalty"] = penalty
+    metrics["train/log_std"] = learner.actor_params["params"]["log_std"].mean()
+    return state, metrics
+
+
+def policy_apply(s: Setup, params: tuple[Any, RunningStats], obs: jax.Array) -> jax.Array:
+    """Deterministic action (the Gaussian mean) of raw obs (..., O) -> (..., A), with
+    ``params = (actor_params, obs_stats)`` as a traced argument (one compile for every seed)."""
+    actor_params, obs_stats = params
+    return s.actor.apply(actor_params, norm_obs(s, obs_stats, obs))[0]
+
+
+def policy(s: Setup, state: PPOState) -> Callable[[jax.Array], jax.Array]:
+    """Deterministic policy (the Gaussian mean) on raw observations (..., O) -> (..., A)."""
+    return functools.partial(policy_apply, s, (state.actor_params, state.obs_stats))
+
+
 def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL) -> PPOFns:
     """Builds PPO's pure ``init``/``update`` functions for a batched environment.
 
@@ -348,203 +580,17 @@ def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL) -> PPOFn
         ``obs`` (N, O), ``reward`` (N,), ``done`` (N,).
       uncertainty: the RNAC uncertainty set (nominal: plain PPO).
     """
-    validate_ppo_config(ppo)
-    n_envs, n_steps = ppo.num_envs, ppo.num_steps
-    n_minibatches = n_envs * n_steps // ppo.minibatch_size
-    total_grad_steps = ppo.num_updates * ppo.epochs * n_minibatches
-    obs_size, act_size = int(env.observation_size), int(env.action_size)
-    actor = Actor(act_size, tuple(ppo.hidden))
-    critic = Critic(tuple(ppo.hidden))
-
-    def make_tx():
-        lr = optax.linear_schedule(ppo.lr, 0.0, total_grad_steps) if ppo.anneal_lr else ppo.lr
-        return optax.chain(
-            optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(lr, eps=ppo.adam_eps)
-        )
-
-    actor_tx, critic_tx = make_tx(), make_tx()
-
-    def norm_obs(stats, obs):
-        return normalize(stats, obs) if ppo.normalize_obs else obs
-
-    # Orbax refuses zero-size arrays (mjx.Data has some, e.g. ``act`` without activations), so the
-    # carry stores the env state with those leaves as None, rebuilt from this shape template.
-    env_template = jax.eval_shape(env.reset, jax.random.split(jax.random.PRNGKey(0), n_envs))
-
-    def pack_env(env_state):
-        return jax.tree.map(lambda x: None if x.size == 0 else x, env_state)
-
-    def unpack_env(packed):
-        return jax.tree.map(
-            lambda t, x: jnp.zeros(t.shape, t.dtype) if x is None else x, env_template, packed
-        )
-
-    def init(key: jax.Array) -> PPOState:
-        key, k_actor, k_critic, k_env = jax.random.split(key, 4)
-        dummy = jnp.zeros((obs_size,))
-        actor_params = actor.init(k_actor, dummy)
-        critic_params = critic.init(k_critic, dummy)
-        env_state = env.reset(jax.random.split(k_env, n_envs))
-        return PPOState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            actor_opt_state=actor_tx.init(actor_params),
-            critic_opt_state=critic_tx.init(critic_params),
-            obs_stats=stats_init((obs_size,)),
-            ret_stats=stats_init(()),
-            disc_return=jnp.zeros((n_envs,)),
-            env_state=pack_env(env_state),
-            episode_return=jnp.zeros((n_envs,)),
-            last_return=jnp.zeros(()),
-            update_step=jnp.zeros((), jnp.int32),
-            env_steps=jnp.zeros((), jnp.int32),
-            key=key,
-        )
-
-    def rollout(state: PPOState) -> tuple[PPOState, Rollout, dict[str, jax.Array]]:
-        def value_fn(obs):
-            return critic.apply(state.critic_params, norm_obs(state.obs_stats, obs))
-
-        def step(carry, _):
-            env_state, key, ep_ret, last_ret, n_done, disc = carry
-            key, k_act, k_step = jax.random.split(key, 3)
-            obs = env_state.obs
-            mean, log_std = actor.apply(state.actor_params, norm_obs(state.obs_stats, obs))
-            noise = jax.random.normal(k_act, mean.shape)
-            # RNAC's PPO clips the sampled action to the bounds and scores the clipped action.
-            action = jnp.clip(mean + jnp.exp(log_std) * noise, -1.0, 1.0)
-            logp = gaussian_log_prob(action, mean, log_std)
-            value = value_fn(obs)
-            next_state = uncertainty.step(env, env_state, action, value_fn, k_step)
-            reward, done = next_state.reward, next_state.done.astype(jnp.float32)
-            info = next_state.info
-            truncation = info.get("truncation", jnp.zeros_like(done)).astype(jnp.float32)
-            next_value = value_fn(info.get("final_obs", next_state.obs))
-            ep_ret = ep_ret + reward
-            finished = jnp.sum(done)
-            last_ret = jnp.where(
-                finished > 0, jnp.sum(ep_ret * done) / jnp.maximum(finished, 1.0), last_ret
-            )
-            n_done = n_done + finished
-            disc = disc * ppo.gamma + reward
-            tr = Rollout(
-                obs, action, logp, reward, reward, done, done * (1 - truncation), value, next_value
-            )
-            carry = (next_state, key, ep_ret * (1.0 - done), last_ret, n_done, disc * (1.0 - done))
-            return carry, (tr, disc)
-
-        carry0 = (
-            unpack_env(state.env_state),
-            state.key,
-            state.episode_return,
-            state.last_return,
-            jnp.zeros(()),
-            state.disc_return,
-        )
-        (env_state, key, ep_ret, last_ret, n_done, disc), (traj, discs) = jax.lax.scan(
-            step, carry0, None, length=n_steps
-        )
-        ret_stats = state.ret_stats
-        if ppo.reward_scaling:
-            # RewardScaling of RNAC's PPO: divide by the running std of the discounted return.
-            ret_stats = stats_update(ret_stats, discs.reshape(-1))
-            traj = traj._replace(reward=traj.reward / stats_std(ret_stats))
-        new_state = state.replace(
-            env_state=pack_env(env_state),
-            key=key,
-            episode_return=ep_ret,
-            last_return=last_ret,
-            disc_return=disc,
-            ret_stats=ret_stats,
-            env_steps=state.env_steps + n_envs * n_steps,
-        )
-        metrics = {
-            "train/return": last_ret,
-            "train/episodes": n_done,
-            "train/reward": traj.raw_reward.mean(),
-        }
-        return new_state, traj, metrics
-
-    def actor_loss_fn(actor_params, obs, action, old_logp, advantages):
-        mean, log_std = actor.apply(actor_params, obs)
-        logp = gaussian_log_prob(action, mean, log_std)
-        pg_loss, pg_metrics = clipped_surrogate_loss(logp, old_logp, advantages, ppo.clip_eps)
-        entropy = gaussian_entropy(log_std).mean()
-        return pg_loss - ppo.ent_coef * entropy, {**pg_metrics, "entropy": entropy}
-
-    def update(state: PPOState) -> tuple[PPOState, dict[str, jax.Array]]:
-        state, traj, metrics = rollout(state)
-        obs_stats = state.obs_stats
-        penalty = jax.lax.stop_gradient(uncertainty.td_penalty(state.critic_params))
-        advantages, targets = gae(
-            traj.reward, traj.value, traj.next_value, traj.terminal, traj.done,
-            ppo.gamma, ppo.gae_lambda, penalty,
-        )  # fmt: skip
-        if ppo.normalize_obs:
-            obs_stats = stats_update(obs_stats, traj.obs.reshape(-1, obs_size))
-        flat = jax.tree.map(lambda x: x.reshape((n_envs * n_steps,) + x.shape[2:]), traj)
-        adv_flat, tgt_flat = advantages.reshape(-1), targets.reshape(-1)
-        if ppo.normalize_advantages:
-            adv_flat = (adv_flat - adv_flat.mean()) / (adv_flat.std() + 1e-8)
-
-        def minibatch_step(carry, idx):
-            a_params, c_params, a_opt, c_opt = carry
-            batch = jax.tree.map(lambda x: x[idx], flat)
-
-            obs = norm_obs(state.obs_stats, batch.obs)
-
-            def actor_obj(p):
-                return actor_loss_fn(p, obs, batch.action, batch.logp, adv_flat[idx])
-
-            def critic_obj(p):
-                return value_loss(critic.apply(p, obs), tgt_flat[idx])
-
-            (a_loss, m), a_grads = jax.value_and_grad(actor_obj, has_aux=True)(a_params)
-            c_loss, c_grads = jax.value_and_grad(critic_obj)(c_params)
-            a_upd, a_opt = actor_tx.update(a_grads, a_opt, a_params)
-            c_upd, c_opt = critic_tx.update(c_grads, c_opt, c_params)
-            a_params = optax.apply_updates(a_params, a_upd)
-            c_params = optax.apply_updates(c_params, c_upd)
-            return (a_params, c_params, a_opt, c_opt), {
-                "actor_loss": a_loss,
-                "value_loss": c_loss,
-                **m,
-            }
-
-        def epoch(carry, key):
-            perm = jax.random.permutation(key, n_envs * n_steps)
-            return jax.lax.scan(minibatch_step, carry, perm.reshape(n_minibatches, -1))
-
-        key, k_perm = jax.random.split(state.key)
-        carry = (state.actor_params, state.critic_params, state.actor_opt_state,
-                 state.critic_opt_state)  # fmt: skip
-        carry, loss_metrics = jax.lax.scan(epoch, carry, jax.random.split(k_perm, ppo.epochs))
-        a_params, c_params, a_opt, c_opt = carry
-        state = state.replace(
-            actor_params=a_params,
-            critic_params=c_params,
-            actor_opt_state=a_opt,
-            critic_opt_state=c_opt,
-            obs_stats=obs_stats,
-            update_step=state.update_step + 1,
-            key=key,
-        )
-        metrics.update({f"loss/{k}": v.mean() for k, v in loss_metrics.items()})
-        metrics["loss/td_penalty"] = penalty
-        metrics["train/log_std"] = a_params["params"]["log_std"].mean()
-        return state, metrics
-
-    def policy(state: PPOState) -> Callable[[jax.Array], jax.Array]:
-        """Deterministic policy (the Gaussian mean) on raw observations (..., O) -> (..., A)."""
-        actor_params, obs_stats = state.actor_params, state.obs_stats
-
-        def policy_fn(obs):
-            mean, _ = actor.apply(actor_params, norm_obs(obs_stats, obs))
-            return mean
-
-        return policy_fn
-
-    return PPOFns(init=init, update=update, policy=policy, actor=actor, critic=critic)
+    s = make_setup(ppo, env, uncertainty)
+    bind = functools.partial
+    return PPOFns(
+        init=bind(init, s),
+        update=bind(update, s),
+        policy=bind(policy, s),
+        actor=s.actor,
+        critic=s.critic,
+        apply=bind(policy_apply, s),
+        setup=s,
+    )
 
 
 def make_train_fn(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL):

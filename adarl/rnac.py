@@ -22,16 +22,14 @@ of two uncertainty sets, each needing only a simulator:
 from __future__ import annotations
 
 import functools
-import json
-import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 
+import harness
+from adarl import acting, checkpoints, robust_eval, tasks
 from adarl import ppo as ppo_lib
 
 # ---------------------------------------------------------------------------------------------
@@ -175,21 +173,20 @@ def ipm_uncertainty(weight_reg: float = 1e-5) -> ppo_lib.UncertaintySet:
 # Registry: algorithm name -> uncertainty set built from config.rnac
 # ---------------------------------------------------------------------------------------------
 
-ALGOS: dict[str, Callable[[Any], ppo_lib.UncertaintySet]] = {
-    "ppo": lambda rnac: ppo_lib.NOMINAL,
-    "rnac_ds": lambda rnac: ds_uncertainty(
+ALGOS: harness.Registry[Callable[[Any], ppo_lib.UncertaintySet]] = harness.Registry("algorithm")
+ALGOS.add("ppo", lambda rnac: ppo_lib.NOMINAL)
+ALGOS.add(
+    "rnac_ds",
+    lambda rnac: ds_uncertainty(
         rnac.ds_m, rnac.ds_action_noise, rnac.get("ds_source", "action_noise")
     ),
-    "rnac_ipm": lambda rnac: ipm_uncertainty(rnac.ipm_weight_reg),
-}
+)
+ALGOS.add("rnac_ipm", lambda rnac: ipm_uncertainty(rnac.ipm_weight_reg))
 
 
 def get_uncertainty(algo: str, rnac: Any) -> ppo_lib.UncertaintySet:
     """The uncertainty set of ``algo``; unknown names raise a ValueError listing ``ALGOS``."""
-    if algo not in ALGOS:
-        raise ValueError(f"config.algo={algo!r} is not an RNAC/PPO algorithm; choose one of "
-                         f"{sorted(ALGOS)}")  # fmt: skip
-    return ALGOS[algo](rnac)
+    return ALGOS.get(algo, "algo")(rnac)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,30 +195,14 @@ def get_uncertainty(algo: str, rnac: Any) -> ppo_lib.UncertaintySet:
 
 
 def make_task(config: Any):
-    """(training env, evaluation env, ParamSpec) from ``config.env`` and ``config.dynamics``.
-
-    ``config.env``: ``name``, ``episode_length``, ``action_repeat``, ``overrides`` (dict for
-    ``adarl.envs.make``); ``config.dynamics``: ``params`` (names, empty for the env's default
-    set), ``sampler`` (registry name of :mod:`adarl.dynamics`) and ``kwargs``.
-    """
-    from adarl import dynamics, envs, params, wrappers
-
-    env = envs.make(config.env.name, **dict(config.env.get("overrides", {}) or {}))
-    names = tuple(config.dynamics.params) or None
-    spec = params.param_spec(env, names)
-    sampler = dynamics.make_sampler(config.dynamics.sampler, spec, **dict(config.dynamics.kwargs))
-    kw = dict(episode_length=config.env.episode_length, action_repeat=config.env.action_repeat)
-    train_env = wrappers.wrap(env, sampler=sampler, **kw)
-    # The evaluation env carries the spec (nominal sampler) so reset_with_params accepts params.
-    eval_env = wrappers.wrap(env, sampler=dynamics.nominal_sampler(spec), **kw)
-    return train_env, eval_env, spec
+    """(training env, evaluation env, ParamSpec) of ``config`` (:func:`adarl.tasks.make_task`)."""
+    task = tasks.make_task(config)
+    return task.train_env, task.eval_env, task.spec
 
 
 def validate_config(config: Any) -> None:
     """Raises :class:`harness.ConfigError` (a ValueError) before anything compiles."""
-    import harness
-
-    harness.check_choice(config, "algo", sorted(ALGOS))
+    harness.check_choice(config, "algo", ALGOS.names())
     harness.check_int(config, "seed", lo=0)
     harness.check_int(config, "num_seeds", lo=1)
     harness.check_int(config, "checkpoint_every", lo=1)
@@ -245,10 +226,8 @@ def make_train(config: Any):
 
 def _nominal_returns(eval_env, spec, policy_fn, key, episodes: int, episode_length: int):
     """f32 (episodes,) deterministic returns under nominal dynamics."""
-    from adarl import robust_eval
-
     keys = jax.random.split(key, episodes)
-    return robust_eval.episode_returns(
+    return acting.episode_returns(
         eval_env, policy_fn, keys, spec.nominal_params(episodes), episode_length
     )
 
@@ -271,13 +250,9 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     Metrics are per seed ``(S,)`` (the harness logs their mean and ``/std``); the evaluation is
     ``config.eval.episodes`` deterministic episodes under the nominal dynamics.
     """
-    import harness
-
     validate_config(config)
     fns, init, eval_env, spec = make_fns(config)
     eval_key = jax.random.PRNGKey(config.seed + 10_000)
-    from adarl import robust_eval
-
     episodes, episode_length = config.eval.episodes, robust_eval.num_steps(config)
 
     @jax.jit
@@ -308,39 +283,21 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
     )
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-    with open(os.path.join(workdir, "config.json")) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def _load_states(workdir: str, step: int | None = None):
-    import harness
-
-    config = read_config(workdir)
+    config = checkpoints.read_config(workdir)
     fns, init, _, _ = make_fns(config)
-    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-    like = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    states, _ = harness.load_state(workdir, like=like, step=step)
-    return states, fns, config
+    return checkpoints.load_state(workdir, init, step), fns, config
 
 
-def load_policies(workdir: str, step: int | None = None):
+def load_policies(workdir: str, step: int | None = None) -> robust_eval.RunPolicies:
     """All seeds' deterministic policies as a :class:`adarl.robust_eval.RunPolicies`.
 
     params: ``(actor_params, obs_stats)`` with a leading seed axis; ``apply(params, obs)`` gives
-    the Gaussian mean on raw observations.
+    the Gaussian mean on raw observations (:func:`adarl.ppo.policy_apply`).
     """
-    from adarl import robust_eval
-
     states, fns, config = _load_states(workdir, step)
-
-    def apply(params, obs):
-        actor_params, obs_stats = params
-        obs = ppo_lib.normalize(obs_stats, obs) if config.ppo.normalize_obs else obs
-        return fns.actor.apply(actor_params, obs)[0]
-
     params = (states.actor_params, states.obs_stats)
-    return robust_eval.RunPolicies(params, apply, config, int(config.num_seeds))
+    return robust_eval.RunPolicies(params, fns.apply, config, int(config.num_seeds))
 
 
 def load_policy(workdir: str, seed_index: int = 0, step: int | None = None):

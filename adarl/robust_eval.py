@@ -1,13 +1,12 @@
 """Robustness evaluation of any trained policy, and the cross-algorithm comparison table.
 
-* :func:`episode_returns`: deterministic returns of a ``policy_fn(obs) -> action`` on a batched
-  environment started under given physical parameters (``reset_with_params``).
+* :func:`make_return_fn`: deterministic returns (:func:`adarl.acting.episode_returns`) of a
+  parametrised policy on a batched environment started under given physical parameters.
 * :func:`evaluate_grid`: returns over a 2-D grid of perturbed parameters (ADARL.md §4 / App. A.2.4:
   torso × foot length for Hopper/Walker2d, mass × friction elsewhere), saved as JSON and drawn as
   a heat map.
-* :func:`load_run`: the policy of any run directory, chosen by the ``algo`` in its
-  ``config.json`` through the :data:`LOADERS` registry (SAC/AdaRL/Parseval from
-  ``adarl.train.load_policy``; PPO/RNAC from ``adarl.rnac.load_policy``).
+* :class:`RunPolicies`: the per-seed policies of a run directory, as loaded by
+  :func:`adarl.loaders.load_run` (the registry over every algorithm lives above this module).
 * :func:`compare`: one table over algorithms × seeds with the interquartile mean (IQM) and
   percentile-bootstrap confidence intervals over seeds (Agarwal et al., "Deep RL at the Edge of the
   Statistical Precipice", NeurIPS 2021; ``rliable``'s IQM is ``scipy.stats.trim_mean(x, 0.25)``).
@@ -27,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from adarl import acting
+
 ROBUST_FILE = "robust_eval.json"
 HEATMAP_FILE = "robust_eval.png"
 
@@ -34,40 +35,6 @@ HEATMAP_FILE = "robust_eval.png"
 # ---------------------------------------------------------------------------------------------
 # Rollouts
 # ---------------------------------------------------------------------------------------------
-
-
-def episode_returns(
-    env: Any,
-    policy_fn: Callable[[jax.Array], jax.Array],
-    keys: jax.Array,
-    params: Mapping[str, jax.Array] | None,
-    episode_length: int,
-) -> jax.Array:
-    """Undiscounted return of the first episode of each of ``n`` environments; f32 (n,).
-
-    Args:
-      env: batched environment (``adarl.wrappers.wrap``): ``reset_with_params(keys, params)``,
-        ``reset(keys)``, ``step(state, actions)``.
-      policy_fn: raw obs f32 (n, O) -> actions f32 (n, A) in [-1, 1].
-      keys: (n, 2) reset keys.
-      params: dict name -> f32 (n,) physical parameters, or None (the env's own reset).
-      episode_length: steps to simulate (the wrapper's time limit); rewards after the first
-        ``done`` (the auto-reset's next episode) are masked out.
-    """
-    state = env.reset(keys) if params is None else env.reset_with_params(keys, params)
-
-    def step(carry, _):
-        state, ret, alive = carry
-        state = env.step(state, policy_fn(state.obs))
-        ret = ret + alive * state.reward
-        alive = alive * (1.0 - state.done.astype(jnp.float32))
-        return (state, ret, alive), None
-
-    n = keys.shape[0]
-    (_, ret, _), _ = jax.lax.scan(
-        step, (state, jnp.zeros((n,)), jnp.ones((n,))), None, length=episode_length
-    )
-    return ret
 
 
 def make_return_fn(env: Any, spec: Any, policy_apply, num_steps: int):
@@ -81,7 +48,7 @@ def make_return_fn(env: Any, spec: Any, policy_apply, num_steps: int):
 
     def return_fn(x, keys, policy_params):
         policy_fn = functools.partial(policy_apply, policy_params)
-        return episode_returns(env, policy_fn, keys, spec.from_vector(x), num_steps)
+        return acting.episode_returns(env, policy_fn, keys, spec.from_vector(x), num_steps)
 
     return return_fn
 
@@ -197,7 +164,7 @@ def plot_heatmap(result: GridResult, path: str, title: str = "") -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading any run: algo (from config.json) -> loader
+# The policies of a run (loaded by the registry in adarl.loaders)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -212,64 +179,6 @@ class RunPolicies(NamedTuple):
     apply: Callable[[Any, jax.Array], jax.Array]
     config: Any
     num_seeds: int
-
-
-def _load_sac(workdir: str) -> RunPolicies:
-    from adarl import train
-
-    agents, fns, config = train.load_agents(workdir)
-    return RunPolicies(agents, fns.policy, config, int(config.num_seeds))
-
-
-def _load_rnac(workdir: str) -> RunPolicies:
-    from adarl import rnac
-
-    return rnac.load_policies(workdir)
-
-
-# algo (config.json's "algo") -> loader of the stacked per-seed policies. SAC/AdaRL/Parseval use
-# adarl.train (issue 6): ``load_agents`` gives the parameters so that they are traced arguments
-# (``load_policy``'s closures would make every seed recompile the MJX rollout).
-LOADERS: dict[str, Callable[[str], RunPolicies]] = {
-    "sac": _load_sac,
-    "adarl": _load_sac,
-    "parseval": _load_sac,
-    "ppo": _load_rnac,
-    "rnac_ds": _load_rnac,
-    "rnac_ipm": _load_rnac,
-}
-
-
-def read_run_config(workdir: str) -> dict[str, Any]:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a run directory?")
-    with open(path) as f:
-        return json.load(f)
-
-
-def load_run(workdir: str) -> RunPolicies:
-    """The per-seed policies of any run, by the ``algo`` of its ``config.json`` (registry)."""
-    algo = read_run_config(workdir).get("algo")
-    if algo not in LOADERS:
-        raise ValueError(f"no policy loader for algo={algo!r}; registered: {sorted(LOADERS)}")
-    return LOADERS[algo](workdir)
-
-
-def make_eval_task(config: Any):
-    """(batched evaluation env carrying the spec, ParamSpec) from a run's ``env``/``dynamics``
-    config fields (shared by every trainer's config)."""
-    from adarl import dynamics, envs, params, wrappers
-
-    env = envs.make(config.env.name, **dict(config.env.get("overrides", {}) or {}))
-    spec = params.param_spec(env, tuple(config.dynamics.params) or None)
-    eval_env = wrappers.wrap(
-        env,
-        sampler=dynamics.nominal_sampler(spec),
-        episode_length=config.env.episode_length,
-        action_repeat=config.env.action_repeat,
-    )
-    return eval_env, spec
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ interval.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -40,8 +41,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from adarl import buffers, losses, lowrank, networks
-from adarl.types import AgentState, ReplayState, RunningStats, TrainState, Transition
+import harness
+from adarl import acting, buffers, checkpoints, losses, lowrank, networks, running_stats, tasks
+from adarl import dynamics as dynamics_lib
+from adarl import envs as envs_lib
+from adarl import evaluate as evaluate_lib
+from adarl.types import AgentState, ReplayState, TrainState, Transition
 
 # ---------------------------------------------------------------------------------------------
 # Algorithms (registry) and config validation
@@ -56,31 +61,24 @@ class AlgoSpec:
     parseval: bool
 
 
-ALGOS: dict[str, AlgoSpec] = {
-    "sac": AlgoSpec(truncate=False, parseval=False),
-    "adarl": AlgoSpec(truncate=True, parseval=False),
-    "parseval": AlgoSpec(truncate=False, parseval=True),
-}
+ALGOS: harness.Registry[AlgoSpec] = harness.Registry("algorithm")
+ALGOS.add("sac", AlgoSpec(truncate=False, parseval=False))
+ALGOS.add("adarl", AlgoSpec(truncate=True, parseval=False))
+ALGOS.add("parseval", AlgoSpec(truncate=False, parseval=True))
 ALPHA_MODES = ("fixed", "auto")
 LR_SCHEDULES = ("cosine", "constant")
 TARGET_MODES = ("copy", "project")
 
 
 def get_algo(name: str) -> AlgoSpec:
-    if name not in ALGOS:
-        raise ValueError(f"unknown algo '{name}'; registered: {', '.join(sorted(ALGOS))}")
-    return ALGOS[name]
+    return ALGOS.get(name, "algo")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks every field ``make_train`` reads; raises harness.ConfigError (a ValueError)."""
-    import harness
-    from adarl import dynamics as dynamics_lib
-    from adarl import envs as envs_lib
-
-    harness.check_choice(config, "algo", tuple(ALGOS))
+    harness.check_choice(config, "algo", ALGOS.names())
     harness.check_choice(config, "env.name", envs_lib.names())
-    harness.check_choice(config, "dynamics.sampler", tuple(dynamics_lib.SAMPLERS))
+    harness.check_choice(config, "dynamics.sampler", dynamics_lib.SAMPLERS.names())
     harness.check_int(config, "num_seeds", lo=1)
     harness.check_int(config, "seed", lo=0)
     harness.check_int(config, "env.episode_length", lo=1)
@@ -93,6 +91,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     harness.check_int(config, "train.checkpoint_every", lo=1)
     harness.check_int(config, "train.eval_every", lo=0)
     harness.check_int(config, "eval.num_episodes", lo=1)
+    _validate_sac(config)
+    _validate_network(config)
+    if get_algo(config.algo).truncate and not config.network.low_rank:
+        raise harness.ConfigError("config.algo='adarl' needs config.network.low_rank=True")
+    if config.train.batch_size > config.train.replay_size:
+        raise harness.ConfigError(
+            f"config.train.batch_size={config.train.batch_size} exceeds "
+            f"config.train.replay_size={config.train.replay_size}"
+        )
+    if config.train.num_envs > config.train.replay_size:
+        raise harness.ConfigError("config.train.num_envs must be <= config.train.replay_size")
+
+
+def _validate_sac(config: ml_collections.ConfigDict) -> None:
     harness.check_range(config, "sac.lr", lo=0.0, lo_inclusive=False)
     harness.check_choice(config, "sac.lr_schedule", LR_SCHEDULES)
     harness.check_int(config, "sac.warmup_steps", lo=0)
@@ -104,6 +116,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     harness.check_range(config, "sac.alpha.init", lo=0.0, lo_inclusive=False)
     harness.check_range(config, "sac.alpha.lr", lo=0.0)
     harness.check_range(config, "sac.alpha.target_entropy_scale")
+    harness.check_range(config, "parseval.lam", lo=0.0)
+    harness.check_range(config, "parseval.s", lo=0.0, lo_inclusive=False)
+
+
+def _validate_network(config: ml_collections.ConfigDict) -> None:
     hidden = tuple(config.network.hidden)
     if len(hidden) < 1 or any(not isinstance(h, int) or h < 1 for h in hidden):
         raise harness.ConfigError(f"config.network.hidden={hidden} must be positive ints")
@@ -123,17 +140,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     harness.check_int(config, "lowrank.interval", lo=1)
     harness.check_int(config, "lowrank.max_truncations", lo=0)
     harness.check_choice(config, "lowrank.target_mode", TARGET_MODES)
-    harness.check_range(config, "parseval.lam", lo=0.0)
-    harness.check_range(config, "parseval.s", lo=0.0, lo_inclusive=False)
-    if get_algo(config.algo).truncate and not config.network.low_rank:
-        raise harness.ConfigError("config.algo='adarl' needs config.network.low_rank=True")
-    if config.train.batch_size > config.train.replay_size:
-        raise harness.ConfigError(
-            f"config.train.batch_size={config.train.batch_size} exceeds "
-            f"config.train.replay_size={config.train.replay_size}"
-        )
-    if config.train.num_envs > config.train.replay_size:
-        raise harness.ConfigError("config.train.num_envs must be <= config.train.replay_size")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,26 +164,15 @@ class EnvBundle(NamedTuple):
 
 
 def make_envs(config: ml_collections.ConfigDict) -> EnvBundle:
-    """Builds the task, its parameter spec, the training sampler and both batched envs."""
-    from adarl import dynamics, envs, params, wrappers
-
-    env = envs.make(config.env.name, **dict(config.env.overrides))
-    names = tuple(config.dynamics.params) or None
-    spec = params.param_spec(env, names)
-    sampler = dynamics.make_sampler(config.dynamics.sampler, spec, **dict(config.dynamics.kwargs))
-    nominal = dynamics.make_sampler("nominal", spec)
-    kw = dict(episode_length=config.env.episode_length, action_repeat=config.env.action_repeat)
+    """The task of ``config`` (:func:`adarl.tasks.make_task`) as an :class:`EnvBundle`."""
+    task = tasks.make_task(config)
     return EnvBundle(
-        wrappers.wrap(env, sampler, **kw),
-        wrappers.wrap(env, nominal, **kw),
-        int(env.observation_size),
-        int(env.action_size),
-        spec,
+        task.train_env, task.eval_env, task.observation_size, task.action_size, task.spec
     )
 
 
 # ---------------------------------------------------------------------------------------------
-# Pieces: networks, normaliser, learning rate, optimisers
+# Pieces: networks, learning rate, optimisers
 # ---------------------------------------------------------------------------------------------
 
 
@@ -199,36 +194,6 @@ def make_networks(config: ml_collections.ConfigDict, action_size: int) -> losses
 def num_factorised(config: ml_collections.ConfigDict) -> int:
     """L: factorised hidden->hidden layers per network (0 without low rank)."""
     return len(config.network.hidden) - 1 if config.network.low_rank else 0
-
-
-def normalizer_init(obs_size: int) -> RunningStats:
-    return RunningStats(
-        jnp.zeros((obs_size,), jnp.float32),
-        jnp.zeros((obs_size,), jnp.float32),
-        jnp.zeros((), jnp.float32),
-    )
-
-
-def normalizer_update(stats: RunningStats, obs: jax.Array) -> RunningStats:
-    """Chan et al.'s parallel mean/variance update with a batch obs f32 (N, O)."""
-    n = jnp.asarray(obs.shape[0], jnp.float32)
-    mean_b = jnp.mean(obs, axis=0)
-    m2_b = jnp.sum((obs - mean_b) ** 2, axis=0)
-    total = stats.count + n
-    delta = mean_b - stats.mean
-    mean = stats.mean + delta * n / total
-    m2 = stats.m2 + m2_b + delta**2 * stats.count * n / total
-    return RunningStats(mean, m2, total)
-
-
-def normalize(stats: RunningStats, obs: jax.Array, enabled: bool) -> jax.Array:
-    """(obs − mean)/std clipped to ±10 when ``enabled`` (identity otherwise)."""
-    if not enabled:
-        return obs
-    var = stats.m2 / jnp.maximum(stats.count, 1.0)
-    std = jnp.sqrt(jnp.maximum(var, 1e-6))
-    out = jnp.where(stats.count > 1, (obs - stats.mean) / std, obs)
-    return jnp.clip(out, -10.0, 10.0)
 
 
 def learning_rate(
@@ -270,12 +235,430 @@ def apply_adam(params, grads, opt_state, lr):
 
 
 # ---------------------------------------------------------------------------------------------
-# The trainer
+# The trainer: a static setup read from the config, and module-level step functions over it
 # ---------------------------------------------------------------------------------------------
 
 
+class Setup(NamedTuple):
+    """Everything the step functions read besides their state (built once from the config).
+
+    nets, envs, packer (env state <-> checkpointable carry), loss_cfg, algo; lr_kw: keyword
+    arguments of :func:`learning_rate`; the remaining fields are plain ints/floats/strs/bools
+    copied from ``config.train`` / ``config.sac`` / ``config.lowrank``.
+    """
+
+    nets: losses.Networks
+    envs: EnvBundle
+    packer: acting.EnvPacker
+    loss_cfg: losses.LossConfig
+    algo: AlgoSpec
+    lr_kw: dict[str, Any]
+    num_envs: int
+    batch_size: int
+    n_grad: int
+    n_steps: int
+    total_grad_steps: int
+    replay_size: int
+    prefill_steps: int
+    norm_on: bool
+    n_layers: int
+    auto_alpha: bool
+    alpha_init: float
+    alpha_lr: float
+    tau: float
+    init_rank: int
+    rank_max: int
+    rule: str
+    beta: float
+    target_mode: str
+    interval: int
+    max_truncations: int
+    num_eval: int
+    eval_steps: int
+
+
+def make_setup(config: ml_collections.ConfigDict, envs: EnvBundle) -> Setup:
+    tc, sc, lc = config.train, config.sac, config.lowrank
+    algo = get_algo(config.algo)
+    n_grad, n_steps = int(tc.grad_updates_per_step), int(tc.steps_per_update)
+    total_grad_steps = int(tc.num_updates) * n_steps * n_grad
+    return Setup(
+        nets=make_networks(config, envs.action_size),
+        envs=envs,
+        packer=acting.EnvPacker.for_env(envs.train_env, int(tc.num_envs)),
+        loss_cfg=losses.LossConfig(
+            gamma=float(sc.gamma),
+            reward_scaling=float(sc.reward_scaling),
+            target_entropy=float(sc.alpha.target_entropy_scale) * envs.action_size,
+            parseval_lam=float(config.parseval.lam) if algo.parseval else 0.0,
+            parseval_s=float(config.parseval.s),
+            parseval_width_scaling=bool(config.parseval.width_scaling),
+        ),
+        algo=algo,
+        lr_kw=dict(
+            base=float(sc.lr),
+            total_steps=total_grad_steps,
+            warmup_steps=int(sc.warmup_steps),
+            schedule=str(sc.lr_schedule),
+            min_ratio=float(sc.min_lr_ratio),
+        ),
+        num_envs=int(tc.num_envs),
+        batch_size=int(tc.batch_size),
+        n_grad=n_grad,
+        n_steps=n_steps,
+        total_grad_steps=total_grad_steps,
+        replay_size=int(tc.replay_size),
+        prefill_steps=int(tc.prefill_steps),
+        norm_on=bool(config.network.normalize_observations),
+        n_layers=num_factorised(config),
+        auto_alpha=sc.alpha.mode == "auto",
+        alpha_init=float(sc.alpha.init),
+        alpha_lr=float(sc.alpha.lr),
+        tau=float(sc.tau),
+        init_rank=int(lc.init_rank),
+        rank_max=int(lc.rank_max),
+        rule=str(lc.rule),
+        beta=float(lc.beta),
+        target_mode=str(lc.target_mode),
+        interval=int(lc.interval),
+        max_truncations=int(lc.max_truncations),
+        num_eval=int(config.eval.num_episodes),
+        eval_steps=math.ceil(config.env.episode_length / config.env.action_repeat),
+    )
+
+
+def lr_at(s: Setup, step: jax.Array, last_reset: jax.Array) -> jax.Array:
+    return learning_rate(step, last_reset, **s.lr_kw)
+
+
+def normalize_obs(s: Setup, stats: running_stats.RunningStats, obs: jax.Array) -> jax.Array:
+    """The running-statistics normaliser when ``network.normalize_observations`` (else obs)."""
+    return running_stats.normalize(stats, obs) if s.norm_on else obs
+
+
+def policy(s: Setup, agent: AgentState, obs: jax.Array) -> jax.Array:
+    """Deterministic action tanh(mean) f32 (..., A) of raw observations f32 (..., O)."""
+    mean, _ = s.nets.actor.apply(
+        agent.actor_params, normalize_obs(s, agent.normalizer, obs), agent.actor_rank
+    )
+    return jnp.tanh(mean)
+
+
+def project_mlp_to(mlp: dict, new_ranks: jax.Array, old_ranks: jax.Array, rank_max: int) -> dict:
+    """Each factorised layer of ``mlp`` (active rank ``old_ranks[j]``) replaced by its best
+    rank-``new_ranks[j]`` approximation (ADARL.md §6, target projection; init with init_rank)."""
+    new = dict(mlp)
+    for j, name in enumerate(networks.factorised_layer_names(mlp)):
+        a = mlp[name]["A"] * networks.rank_mask(old_ranks[j], rank_max)
+        a_new, b_new, _ = lowrank.project_factors(a, mlp[name]["B"], new_ranks[j])
+        new[name] = {**mlp[name], "A": a_new, "B": b_new}
+    return new
+
+
+def _with_mlp(params: dict, mlp: dict) -> dict:
+    return {"params": {**params["params"], "mlp": mlp}}
+
+
+def init_agent(s: Setup, key: jax.Array) -> AgentState:
+    k_actor, k_critic = jax.random.split(key)
+    obs_size, act_size = s.envs.observation_size, s.envs.action_size
+    actor_rank = jnp.full((max(s.n_layers, 1),), s.init_rank, jnp.int32)
+    critic_rank = jnp.full((2, max(s.n_layers, 1)), s.init_rank, jnp.int32)
+    obs0, act0 = jnp.zeros((1, obs_size)), jnp.zeros((1, act_size))
+    actor_params = s.nets.actor.init(k_actor, obs0, actor_rank)
+    critic_params = s.nets.critic.init(k_critic, obs0, act0, critic_rank)
+    if s.n_layers and s.init_rank < s.rank_max:
+        # Start from the best rank-init_rank approximation of the dense initialisation.
+        a_mlp = project_mlp_to(actor_params["params"]["mlp"], actor_rank, actor_rank, s.rank_max)
+        c_mlp = jax.vmap(functools.partial(project_mlp_to, rank_max=s.rank_max))(
+            critic_params["params"]["mlp"], critic_rank, critic_rank
+        )
+        actor_params, critic_params = (
+            _with_mlp(actor_params, a_mlp),
+            _with_mlp(critic_params, c_mlp),
+        )
+    log_alpha = jnp.asarray(math.log(s.alpha_init), jnp.float32)
+    return AgentState(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        target_critic_params=critic_params,
+        actor_opt_state=ADAM.init(actor_params),
+        critic_opt_state=ADAM.init(critic_params),
+        log_alpha=log_alpha,
+        alpha_opt_state=optax.adam(s.alpha_lr).init(log_alpha),
+        actor_rank=actor_rank,
+        critic_rank=critic_rank,
+        normalizer=running_stats.init((obs_size,)),
+        grad_steps=jnp.zeros((), jnp.int32),
+        env_steps=jnp.zeros((), jnp.int32),
+        last_reset=jnp.zeros((), jnp.int32),
+        num_truncations=jnp.zeros((), jnp.int32),
+    )
+
+
+# -- acting ------------------------------------------------------------------------------------
+
+
+def env_step(s: Setup, carry: TrainState, random_actions: bool) -> TrainState:
+    """One vectorised env step: act, store the transition, update normaliser and returns."""
+    key, k_act = jax.random.split(carry.key)
+    agent, env_state = carry.agent, s.packer.unpack(carry.env_state)
+    obs = env_state.obs
+    if random_actions:
+        action = jax.random.uniform(
+            k_act, (s.num_envs, s.envs.action_size), minval=-1.0, maxval=1.0
+        )
+    else:
+        mean, log_std = s.nets.actor.apply(
+            agent.actor_params, normalize_obs(s, agent.normalizer, obs), agent.actor_rank
+        )
+        action, _ = networks.tanh_gaussian_sample(k_act, mean, log_std)
+    next_state = s.envs.train_env.step(env_state, action)
+    out = acting.outcome(next_state)
+    transition = Transition(
+        obs=obs,
+        action=action,
+        reward=out.reward,
+        discount=1.0 - out.terminal,
+        next_obs=out.next_obs,
+        # With final_obs, time-outs bootstrap; brax-style wrappers overwrite next_obs, so those
+        # transitions are dropped from the critic loss instead.
+        truncation=jnp.zeros_like(out.truncation) if out.bootstrap_timeouts else out.truncation,
+    )
+    normalizer = running_stats.update(agent.normalizer, obs) if s.norm_on else agent.normalizer
+    returns, _ = acting.track_returns(
+        acting.Returns(carry.episode_return, carry.last_return), out.reward, out.done
+    )
+    agent = agent.replace(normalizer=normalizer, env_steps=agent.env_steps + s.num_envs)
+    return carry.replace(
+        agent=agent,
+        buffer=buffers.insert(carry.buffer, transition),
+        env_state=s.packer.pack(next_state),
+        key=key,
+        episode_return=returns.running,
+        last_return=returns.last,
+    )
+
+
+# -- learning ----------------------------------------------------------------------------------
+
+
+def critic_update(s: Setup, agent: AgentState, batch: Transition, alpha, lr, key):
+    """One Adam step on the twin critics' soft TD loss; (critic_params, opt_state, metrics)."""
+    (_, metrics), grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+        agent.critic_params,
+        s.nets,
+        s.loss_cfg,
+        agent.actor_params,
+        agent.actor_rank,
+        agent.critic_rank,
+        agent.target_critic_params,
+        alpha,
+        batch,
+        key,
+    )
+    params, opt = apply_adam(agent.critic_params, grads, agent.critic_opt_state, lr)
+    return params, opt, metrics
+
+
+def actor_update(s: Setup, agent: AgentState, critic_params, batch: Transition, alpha, lr, key):
+    """One Adam step on the actor's loss against the updated critics; (params, opt, metrics)."""
+
+    def objective(p):
+        return losses.actor_loss(
+            p, s.nets, s.loss_cfg, agent.actor_rank, critic_params, agent.critic_rank, alpha,
+            batch, key,
+        )  # fmt: skip
+
+    (_, metrics), grads = jax.value_and_grad(objective, has_aux=True)(agent.actor_params)
+    params, opt = apply_adam(agent.actor_params, grads, agent.actor_opt_state, lr)
+    return params, opt, metrics
+
+
+def alpha_update(s: Setup, agent: AgentState, entropy: jax.Array):
+    """Temperature step on ``alpha_loss`` (auto mode; unchanged otherwise)."""
+    if not s.auto_alpha:
+        return agent.log_alpha, agent.alpha_opt_state
+    logp = -entropy * jnp.ones((1,))
+    grad = jax.grad(lambda la: losses.alpha_loss(la, logp, s.loss_cfg.target_entropy)[0])(
+        agent.log_alpha
+    )
+    upd, opt = optax.adam(s.alpha_lr).update(grad, agent.alpha_opt_state, agent.log_alpha)
+    return optax.apply_updates(agent.log_alpha, upd), opt
+
+
+def sgd_step(s: Setup, agent: AgentState, buffer: ReplayState, key: jax.Array):
+    """One gradient step of critics, actor, temperature and Polyak targets."""
+    k_batch, k_critic, k_actor = jax.random.split(key, 3)
+    batch = buffers.sample(buffer, k_batch, s.batch_size)
+    batch = batch._replace(
+        obs=normalize_obs(s, agent.normalizer, batch.obs),
+        next_obs=normalize_obs(s, agent.normalizer, batch.next_obs),
+    )
+    alpha = jnp.exp(agent.log_alpha)
+    lr = lr_at(s, agent.grad_steps, agent.last_reset)
+    critic_params, critic_opt, c_metrics = critic_update(s, agent, batch, alpha, lr, k_critic)
+    actor_params, actor_opt, a_metrics = actor_update(
+        s, agent, critic_params, batch, alpha, lr, k_actor
+    )
+    log_alpha, alpha_opt_state = alpha_update(s, agent, a_metrics["entropy"])
+    target = jax.tree.map(
+        lambda t, p: (1.0 - s.tau) * t + s.tau * p, agent.target_critic_params, critic_params
+    )
+    agent = agent.replace(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        target_critic_params=target,
+        actor_opt_state=actor_opt,
+        critic_opt_state=critic_opt,
+        log_alpha=log_alpha,
+        alpha_opt_state=alpha_opt_state,
+        grad_steps=agent.grad_steps + 1,
+    )
+    return agent, {**c_metrics, **a_metrics, "alpha": alpha, "lr": lr}
+
+
+def training_step(s: Setup, carry: TrainState, _=None):
+    carry = env_step(s, carry, random_actions=False)
+    key, k_sgd = jax.random.split(carry.key)
+    agent, metrics = jax.lax.scan(
+        lambda a, k: sgd_step(s, a, carry.buffer, k),
+        carry.agent,
+        jax.random.split(k_sgd, s.n_grad),
+    )
+    return carry.replace(agent=agent, key=key), jax.tree.map(jnp.mean, metrics)
+
+
+# -- rank adaptation ---------------------------------------------------------------------------
+
+
+def truncate(s: Setup, agent: AgentState) -> AgentState:
+    """Algorithm 1 step 4 + optimizer reset + LR restart (ADARL.md §2.5, §2.6, §5.2)."""
+    a_mlp, a_rank, _ = lowrank.project_mlp(
+        agent.actor_params["params"]["mlp"], agent.actor_rank, s.rule, s.beta
+    )
+    c_mlp, c_rank, _ = lowrank.project_critics(
+        agent.critic_params["params"]["mlp"], agent.critic_rank, s.rule, s.beta
+    )
+    actor_params = _with_mlp(agent.actor_params, a_mlp)
+    critic_params = _with_mlp(agent.critic_params, c_mlp)
+    if s.target_mode == "copy":
+        target = critic_params
+    else:  # "project": the target critics' own best approximation at the new ranks
+        t_mlp = jax.vmap(functools.partial(project_mlp_to, rank_max=s.rank_max))(
+            agent.target_critic_params["params"]["mlp"], c_rank, agent.critic_rank
+        )
+        target = _with_mlp(agent.target_critic_params, t_mlp)
+    return agent.replace(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        target_critic_params=target,
+        actor_opt_state=ADAM.init(actor_params),
+        critic_opt_state=ADAM.init(critic_params),
+        actor_rank=a_rank,
+        critic_rank=c_rank,
+        last_reset=agent.grad_steps,
+        num_truncations=agent.num_truncations + 1,
+    )
+
+
+def truncation_due(s: Setup, agent: AgentState) -> jax.Array:
+    if not (s.algo.truncate and s.n_layers):
+        return jnp.asarray(False)
+    due = agent.grad_steps >= (agent.num_truncations + 1) * s.interval
+    # No truncation after the last update: the final policy gets no recovery phase.
+    due = due & (agent.grad_steps < s.total_grad_steps)
+    if s.max_truncations > 0:
+        due = due & (agent.num_truncations < s.max_truncations)
+    return due
+
+
+def rank_info(s: Setup, agent: AgentState) -> dict[str, jax.Array]:
+    out: dict[str, jax.Array] = {}
+    if not s.n_layers:
+        return out
+    for j, sv in enumerate(lowrank.spectra(agent.actor_params["params"]["mlp"], agent.actor_rank)):
+        out[f"rank/actor_{j}"] = agent.actor_rank[j]
+        out[f"sv/actor_{j}"] = sv
+    c_spec = jax.vmap(lowrank.spectra)(agent.critic_params["params"]["mlp"], agent.critic_rank)
+    for j, sv in enumerate(c_spec):
+        for c in range(2):
+            out[f"rank/critic{c}_{j}"] = agent.critic_rank[c, j]
+            out[f"sv/critic{c}_{j}"] = sv[c]
+    return out
+
+
+# -- init / update / evaluate ------------------------------------------------------------------
+
+
+def init(s: Setup, key: jax.Array) -> TrainState:
+    """Fresh agent, empty replay prefilled with ``train.prefill_steps`` random-action steps."""
+    k_agent, k_env, k_prefill, key = jax.random.split(key, 4)
+    obs_size, act_size = s.envs.observation_size, s.envs.action_size
+    env_state = s.envs.train_env.reset(jax.random.split(k_env, s.num_envs))
+    example = Transition(
+        obs=jnp.zeros((obs_size,)),
+        action=jnp.zeros((act_size,)),
+        reward=jnp.zeros(()),
+        discount=jnp.zeros(()),
+        next_obs=jnp.zeros((obs_size,)),
+        truncation=jnp.zeros(()),
+    )
+    returns = acting.returns_init(s.num_envs)
+    carry = TrainState(
+        agent=init_agent(s, k_agent),
+        buffer=buffers.init(s.replay_size, example),
+        env_state=s.packer.pack(env_state),
+        key=k_prefill,
+        episode_return=returns.running,
+        last_return=returns.last,
+    )
+    n_prefill = math.ceil(s.prefill_steps / s.num_envs)
+    if n_prefill:
+        carry = jax.lax.fori_loop(
+            0, n_prefill, lambda _, c: env_step(s, c, random_actions=True), carry
+        )
+    return carry.replace(key=key)
+
+
+def update(s: Setup, carry: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+    """``train.steps_per_update`` training steps, then a rank adaptation if one is due."""
+    carry, metrics = jax.lax.scan(functools.partial(training_step, s), carry, None, s.n_steps)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    agent = carry.agent
+    agent = jax.lax.cond(
+        truncation_due(s, agent), functools.partial(truncate, s), lambda a: a, agent
+    )
+    info = {k: v for k, v in rank_info(s, agent).items() if k.startswith("rank/")}
+    metrics = {f"train/{k}": v for k, v in metrics.items()}
+    metrics.update(info)
+    metrics.update(
+        {
+            "train/return": carry.last_return,
+            "train/env_steps": agent.env_steps.astype(jnp.float32),
+            "train/grad_steps": agent.grad_steps.astype(jnp.float32),
+            "train/truncations": agent.num_truncations.astype(jnp.float32),
+        }
+    )
+    return carry.replace(agent=agent), metrics
+
+
+def evaluate(s: Setup, agent: AgentState, key: jax.Array, params=None) -> jax.Array:
+    """f32 (E,) deterministic returns under nominal dynamics (params None) or under ``params``
+    (dict name -> (E,)); E = ``eval.num_episodes`` without params."""
+    n = s.num_eval if params is None else jax.tree.leaves(params)[0].shape[0]
+    return acting.episode_returns(
+        s.envs.eval_env,
+        functools.partial(policy, s, agent),
+        jax.random.split(key, n),
+        params,
+        s.eval_steps,
+    )
+
+
 class TrainFns(NamedTuple):
-    """Pure functions of one seed (vmap them for several).
+    """Pure functions of one seed (vmap them for several), :func:`functools.partial` of the
+    module-level functions above over one :class:`Setup`.
 
     init: key -> TrainState (prefilled replay).
     update: TrainState -> (TrainState, metrics dict of f32 ()) (jit it).
@@ -285,7 +668,7 @@ class TrainFns(NamedTuple):
     rank_info: AgentState -> dict of ranks and singular values (for logging).
     truncate: AgentState -> AgentState, one rank adaptation + optimizer reset (unconditional).
     lr: (grad_step, last_reset) -> learning rate.
-    nets, envs, total_grad_steps.
+    nets, envs, total_grad_steps, setup.
     """
 
     init: Callable
@@ -298,368 +681,26 @@ class TrainFns(NamedTuple):
     nets: losses.Networks
     envs: EnvBundle
     total_grad_steps: int
+    setup: Setup
 
 
 def make_train_fns(config: ml_collections.ConfigDict, envs: EnvBundle | None = None) -> TrainFns:
     """Builds init/update/evaluate for one seed (validates ``config`` first)."""
     validate(config)
-    envs = make_envs(config) if envs is None else envs
-    algo = get_algo(config.algo)
-    nets = make_networks(config, envs.action_size)
-    obs_size, act_size = envs.observation_size, envs.action_size
-    tc, sc, lc = config.train, config.sac, config.lowrank
-    num_envs, batch_size = int(tc.num_envs), int(tc.batch_size)
-    n_grad, n_steps = int(tc.grad_updates_per_step), int(tc.steps_per_update)
-    total_grad_steps = int(tc.num_updates) * n_steps * n_grad
-    norm_on = bool(config.network.normalize_observations)
-    n_layers = num_factorised(config)
-    auto_alpha = sc.alpha.mode == "auto"
-    loss_cfg = losses.LossConfig(
-        gamma=float(sc.gamma),
-        reward_scaling=float(sc.reward_scaling),
-        target_entropy=float(sc.alpha.target_entropy_scale) * act_size,
-        parseval_lam=float(config.parseval.lam) if algo.parseval else 0.0,
-        parseval_s=float(config.parseval.s),
-        parseval_width_scaling=bool(config.parseval.width_scaling),
-    )
-    lr_fn = lambda step, last: learning_rate(
-        step,
-        last,
-        base=float(sc.lr),
-        total_steps=total_grad_steps,
-        warmup_steps=int(sc.warmup_steps),
-        schedule=str(sc.lr_schedule),
-        min_ratio=float(sc.min_lr_ratio),
-    )
-    alpha_opt = optax.adam(float(sc.alpha.lr))
-    rule, beta = str(lc.rule), float(lc.beta)
-    eval_steps = math.ceil(config.env.episode_length / config.env.action_repeat)
-    num_eval = int(config.eval.num_episodes)
-
-    def policy(agent: AgentState, obs: jax.Array) -> jax.Array:
-        mean, _ = nets.actor.apply(
-            agent.actor_params, normalize(agent.normalizer, obs, norm_on), agent.actor_rank
-        )
-        return jnp.tanh(mean)
-
-    def init_agent(key: jax.Array) -> AgentState:
-        k_actor, k_critic = jax.random.split(key)
-        actor_rank = jnp.full((max(n_layers, 1),), lc.init_rank, jnp.int32)
-        critic_rank = jnp.full((2, max(n_layers, 1)), lc.init_rank, jnp.int32)
-        obs0, act0 = jnp.zeros((1, obs_size)), jnp.zeros((1, act_size))
-        actor_params = nets.actor.init(k_actor, obs0, actor_rank)
-        critic_params = nets.critic.init(k_critic, obs0, act0, critic_rank)
-        if n_layers and lc.init_rank < lc.rank_max:
-            # Start from the best rank-init_rank approximation of the dense initialisation.
-            actor_params, critic_params = _project_to(
-                actor_params, critic_params, actor_rank, critic_rank
-            )
-        log_alpha = jnp.asarray(math.log(sc.alpha.init), jnp.float32)
-        return AgentState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=critic_params,
-            actor_opt_state=ADAM.init(actor_params),
-            critic_opt_state=ADAM.init(critic_params),
-            log_alpha=log_alpha,
-            alpha_opt_state=alpha_opt.init(log_alpha),
-            actor_rank=actor_rank,
-            critic_rank=critic_rank,
-            normalizer=normalizer_init(obs_size),
-            grad_steps=jnp.zeros((), jnp.int32),
-            env_steps=jnp.zeros((), jnp.int32),
-            last_reset=jnp.zeros((), jnp.int32),
-            num_truncations=jnp.zeros((), jnp.int32),
-        )
-
-    def _project_to(actor_params, critic_params, actor_rank, critic_rank):
-        """Projects factors onto their current ranks (used at init with init_rank < R)."""
-
-        def proj_mlp(mlp, ranks):
-            new = dict(mlp)
-            for j, name in enumerate(networks.factorised_layer_names(mlp)):
-                a = mlp[name]["A"] * networks.rank_mask(ranks[j], lc.rank_max)
-                a_new, b_new, _ = lowrank.project_factors(a, mlp[name]["B"], ranks[j])
-                new[name] = {**mlp[name], "A": a_new, "B": b_new}
-            return new
-
-        actor_params = {"params": {"mlp": proj_mlp(actor_params["params"]["mlp"], actor_rank)}}
-        critic_mlp = jax.vmap(proj_mlp)(critic_params["params"]["mlp"], critic_rank)
-        return actor_params, {"params": {"mlp": critic_mlp}}
-
-    # -- acting ------------------------------------------------------------------------------
-
-    # Orbax refuses zero-size arrays (mjx.Data has some, e.g. ``act`` for tasks without
-    # activations), so the carry stores the env state with those leaves replaced by None and
-    # rebuilds them from this shape template (single-seed shapes; everything here runs per seed).
-    env_template = jax.eval_shape(
-        envs.train_env.reset, jax.random.split(jax.random.PRNGKey(0), num_envs)
-    )
-
-    def pack_env(state):
-        return jax.tree.map(lambda x: None if x.size == 0 else x, state)
-
-    def unpack_env(packed):
-        return jax.tree.map(
-            lambda t, x: jnp.zeros(t.shape, t.dtype) if x is None else x, env_template, packed
-        )
-
-    def env_step(carry: TrainState, random_actions: bool) -> TrainState:
-        key, k_act = jax.random.split(carry.key)
-        agent, env_state = carry.agent, unpack_env(carry.env_state)
-        obs = env_state.obs
-        if random_actions:
-            action = jax.random.uniform(k_act, (num_envs, act_size), minval=-1.0, maxval=1.0)
-        else:
-            mean, log_std = nets.actor.apply(
-                agent.actor_params, normalize(agent.normalizer, obs, norm_on), agent.actor_rank
-            )
-            action, _ = networks.tanh_gaussian_sample(k_act, mean, log_std)
-        next_state = envs.train_env.step(env_state, action)
-        done = next_state.done.astype(jnp.float32)
-        trunc = next_state.info["truncation"].astype(jnp.float32)
-        if "final_obs" in next_state.info:
-            # adarl.wrappers keeps the pre-reset observation: bootstrap through time-outs.
-            next_obs, loss_mask = next_state.info["final_obs"], jnp.zeros_like(trunc)
-        else:  # brax-style wrappers overwrite it: drop time-out transitions from the loss.
-            next_obs, loss_mask = next_state.obs, trunc
-        transition = Transition(
-            obs=obs,
-            action=action,
-            reward=next_state.reward.astype(jnp.float32),
-            discount=1.0 - done * (1.0 - trunc),
-            next_obs=next_obs,
-            truncation=loss_mask,
-        )
-        buffer = buffers.insert(carry.buffer, transition)
-        normalizer = normalizer_update(agent.normalizer, obs) if norm_on else agent.normalizer
-        ep_ret = carry.episode_return + transition.reward
-        n_done = jnp.sum(done)
-        finished = jnp.sum(ep_ret * done) / jnp.maximum(n_done, 1.0)
-        last_return = jnp.where(n_done > 0, finished, carry.last_return)
-        agent = agent.replace(normalizer=normalizer, env_steps=agent.env_steps + num_envs)
-        return carry.replace(
-            agent=agent,
-            buffer=buffer,
-            env_state=pack_env(next_state),
-            key=key,
-            episode_return=ep_ret * (1.0 - done),
-            last_return=last_return,
-        )
-
-    # -- learning ----------------------------------------------------------------------------
-
-    def sgd_step(agent: AgentState, buffer: ReplayState, key: jax.Array):
-        k_batch, k_critic, k_actor = jax.random.split(key, 3)
-        batch = buffers.sample(buffer, k_batch, batch_size)
-        batch = batch._replace(
-            obs=normalize(agent.normalizer, batch.obs, norm_on),
-            next_obs=normalize(agent.normalizer, batch.next_obs, norm_on),
-        )
-        alpha = jnp.exp(agent.log_alpha)
-        lr = lr_fn(agent.grad_steps, agent.last_reset)
-
-        (_, c_metrics), c_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
-            agent.critic_params,
-            nets,
-            loss_cfg,
-            agent.actor_params,
-            agent.actor_rank,
-            agent.critic_rank,
-            agent.target_critic_params,
-            alpha,
-            batch,
-            k_critic,
-        )
-        critic_params, critic_opt = apply_adam(
-            agent.critic_params, c_grads, agent.critic_opt_state, lr
-        )
-
-        def actor_obj(p):
-            loss, m = losses.actor_loss(
-                p,
-                nets,
-                loss_cfg,
-                agent.actor_rank,
-                critic_params,
-                agent.critic_rank,
-                alpha,
-                batch,
-                k_actor,
-            )
-            return loss, m
-
-        (_, a_metrics), a_grads = jax.value_and_grad(actor_obj, has_aux=True)(agent.actor_params)
-        actor_params, actor_opt = apply_adam(agent.actor_params, a_grads, agent.actor_opt_state, lr)
-
-        log_alpha, alpha_opt_state = agent.log_alpha, agent.alpha_opt_state
-        if auto_alpha:
-            logp = -a_metrics["entropy"] * jnp.ones((1,))
-            grad = jax.grad(lambda la: losses.alpha_loss(la, logp, loss_cfg.target_entropy)[0])(
-                log_alpha
-            )
-            upd, alpha_opt_state = alpha_opt.update(grad, alpha_opt_state, log_alpha)
-            log_alpha = optax.apply_updates(log_alpha, upd)
-
-        tau = float(sc.tau)
-        target = jax.tree.map(
-            lambda t, p: (1.0 - tau) * t + tau * p, agent.target_critic_params, critic_params
-        )
-        agent = agent.replace(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=target,
-            actor_opt_state=actor_opt,
-            critic_opt_state=critic_opt,
-            log_alpha=log_alpha,
-            alpha_opt_state=alpha_opt_state,
-            grad_steps=agent.grad_steps + 1,
-        )
-        return agent, {**c_metrics, **a_metrics, "alpha": alpha, "lr": lr}
-
-    def training_step(carry: TrainState, _):
-        carry = env_step(carry, random_actions=False)
-        key, k_sgd = jax.random.split(carry.key)
-
-        def body(agent, k):
-            return sgd_step(agent, carry.buffer, k)
-
-        agent, metrics = jax.lax.scan(body, carry.agent, jax.random.split(k_sgd, n_grad))
-        return carry.replace(agent=agent, key=key), jax.tree.map(jnp.mean, metrics)
-
-    # -- rank adaptation ---------------------------------------------------------------------
-
-    def truncate(agent: AgentState) -> AgentState:
-        """Algorithm 1 step 4 + optimizer reset + LR restart (ADARL.md §2.5, §2.6, §5.2)."""
-        a_mlp, a_rank, _ = lowrank.project_mlp(
-            agent.actor_params["params"]["mlp"], agent.actor_rank, rule, beta
-        )
-        c_mlp, c_rank, _ = lowrank.project_critics(
-            agent.critic_params["params"]["mlp"], agent.critic_rank, rule, beta
-        )
-        actor_params = {"params": {**agent.actor_params["params"], "mlp": a_mlp}}
-        critic_params = {"params": {**agent.critic_params["params"], "mlp": c_mlp}}
-        if lc.target_mode == "copy":
-            target = critic_params
-        else:  # "project": the target critics' own best approximation at the new ranks
-
-            def proj_target(mlp, ranks, old_ranks):
-                new = dict(mlp)
-                for j, name in enumerate(networks.factorised_layer_names(mlp)):
-                    a = mlp[name]["A"] * networks.rank_mask(old_ranks[j], lc.rank_max)
-                    a_new, b_new, _ = lowrank.project_factors(a, mlp[name]["B"], ranks[j])
-                    new[name] = {**mlp[name], "A": a_new, "B": b_new}
-                return new
-
-            t_mlp = jax.vmap(proj_target)(
-                agent.target_critic_params["params"]["mlp"], c_rank, agent.critic_rank
-            )
-            target = {"params": {**agent.target_critic_params["params"], "mlp": t_mlp}}
-        return agent.replace(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=target,
-            actor_opt_state=ADAM.init(actor_params),
-            critic_opt_state=ADAM.init(critic_params),
-            actor_rank=a_rank,
-            critic_rank=c_rank,
-            last_reset=agent.grad_steps,
-            num_truncations=agent.num_truncations + 1,
-        )
-
-    def truncation_due(agent: AgentState) -> jax.Array:
-        if not (algo.truncate and n_layers):
-            return jnp.asarray(False)
-        due = agent.grad_steps >= (agent.num_truncations + 1) * int(lc.interval)
-        # No truncation after the last update: the final policy gets no recovery phase.
-        due = due & (agent.grad_steps < total_grad_steps)
-        if lc.max_truncations > 0:
-            due = due & (agent.num_truncations < int(lc.max_truncations))
-        return due
-
-    def rank_info(agent: AgentState) -> dict[str, jax.Array]:
-        out: dict[str, jax.Array] = {}
-        if not n_layers:
-            return out
-        for j, s in enumerate(
-            lowrank.spectra(agent.actor_params["params"]["mlp"], agent.actor_rank)
-        ):
-            out[f"rank/actor_{j}"] = agent.actor_rank[j]
-            out[f"sv/actor_{j}"] = s
-        c_spec = jax.vmap(lowrank.spectra)(agent.critic_params["params"]["mlp"], agent.critic_rank)
-        for j, s in enumerate(c_spec):
-            for c in range(2):
-                out[f"rank/critic{c}_{j}"] = agent.critic_rank[c, j]
-                out[f"sv/critic{c}_{j}"] = s[c]
-        return out
-
-    # -- init / update / evaluate ------------------------------------------------------------
-
-    def init(key: jax.Array) -> TrainState:
-        k_agent, k_env, k_prefill, key = jax.random.split(key, 4)
-        agent = init_agent(k_agent)
-        env_state = envs.train_env.reset(jax.random.split(k_env, num_envs))
-        example = Transition(
-            obs=jnp.zeros((obs_size,)),
-            action=jnp.zeros((act_size,)),
-            reward=jnp.zeros(()),
-            discount=jnp.zeros(()),
-            next_obs=jnp.zeros((obs_size,)),
-            truncation=jnp.zeros(()),
-        )
-        carry = TrainState(
-            agent=agent,
-            buffer=buffers.init(int(tc.replay_size), example),
-            env_state=pack_env(env_state),
-            key=k_prefill,
-            episode_return=jnp.zeros((num_envs,), jnp.float32),
-            last_return=jnp.zeros((), jnp.float32),
-        )
-        n_prefill = math.ceil(int(tc.prefill_steps) / num_envs)
-        if n_prefill:
-            carry = jax.lax.fori_loop(
-                0, n_prefill, lambda _, c: env_step(c, random_actions=True), carry
-            )
-        return carry.replace(key=key)
-
-    def update(carry: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        carry, metrics = jax.lax.scan(training_step, carry, None, length=n_steps)
-        metrics = jax.tree.map(jnp.mean, metrics)
-        agent = carry.agent
-        due = truncation_due(agent)
-        agent = jax.lax.cond(due, truncate, lambda a: a, agent)
-        info = {k: v for k, v in rank_info(agent).items() if k.startswith("rank/")}
-        metrics = {f"train/{k}": v for k, v in metrics.items()}
-        metrics.update(info)
-        metrics.update(
-            {
-                "train/return": carry.last_return,
-                "train/env_steps": agent.env_steps.astype(jnp.float32),
-                "train/grad_steps": agent.grad_steps.astype(jnp.float32),
-                "train/truncations": agent.num_truncations.astype(jnp.float32),
-            }
-        )
-        return carry.replace(agent=agent), metrics
-
-    def evaluate(agent: AgentState, key: jax.Array, params=None) -> jax.Array:
-        n = num_eval if params is None else jax.tree.leaves(params)[0].shape[0]
-        keys = jax.random.split(key, n)
-        env = envs.eval_env
-        state = env.reset(keys) if params is None else env.reset_with_params(keys, params)
-
-        def body(c, _):
-            state, ret, alive = c
-            state = env.step(state, policy(agent, state.obs))
-            ret = ret + state.reward * alive
-            alive = alive * (1.0 - state.done.astype(jnp.float32))
-            return (state, ret, alive), None
-
-        init_c = (state, jnp.zeros((n,), jnp.float32), jnp.ones((n,), jnp.float32))
-        (_, ret, _), _ = jax.lax.scan(body, init_c, None, length=eval_steps)
-        return ret
-
+    s = make_setup(config, make_envs(config) if envs is None else envs)
+    bind = functools.partial
     return TrainFns(
-        init, update, evaluate, policy, rank_info, truncate, lr_fn, nets, envs, total_grad_steps
+        init=bind(init, s),
+        update=bind(update, s),
+        evaluate=bind(evaluate, s),
+        policy=bind(policy, s),
+        rank_info=bind(rank_info, s),
+        truncate=bind(truncate, s),
+        lr=bind(lr_at, s),
+        nets=s.nets,
+        envs=s.envs,
+        total_grad_steps=s.total_grad_steps,
+        setup=s,
     )
 
 
@@ -733,9 +774,6 @@ def train_and_evaluate(
     ``robustness.png`` (nominal and perturbed-dynamics returns per seed), and adds the
     robustness numbers to ``summary.json`` under ``"robustness"``.
     """
-    import harness
-    from adarl import evaluate as evaluate_lib
-
     validate(config)
     fns = make_train_fns(config) if fns is None else fns
     num_seeds = int(config.num_seeds)
@@ -776,43 +814,40 @@ def train_and_evaluate(
     if summary.get("interrupted") or "robustness" in summary or fns.envs.spec is None:
         return summary
     state, _ = harness.load_state(workdir, like=init(jax.random.PRNGKey(int(config.seed))))
-    result = evaluate_lib.robustness(
-        fns, state.agent, config, jax.random.PRNGKey(int(config.seed) + 1)
-    )
-    result["final_ranks"] = {
-        k: np.asarray(v).tolist()
-        for k, v in jax.device_get(info_fn(state.agent)).items()
-        if k.startswith("rank/")
-    }
-    result["intrinsic_rank"] = 2 * fns.envs.action_size + 1  # Tiwari et al., ADARL.md §7.4
-    evaluate_lib.save(result, workdir, title=f"{config.algo} on {config.env.name}")
-    evaluate_lib.plot_spectra(spectra_path, os.path.join(workdir, "spectrum.png"))
-    summary["robustness"] = {
-        k: result[k] for k in ("nominal", "grid_mean", "grid_min", "final_ranks", "intrinsic_rank")
-    }
+    summary["robustness"] = final_robustness(config, workdir, fns, info_fn, state.agent)
     with open(os.path.join(workdir, harness.SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True, default=str)
     return summary
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The run's config from ``workdir/config.json`` (written by the harness)."""
-    with open(os.path.join(workdir, "config.json")) as f:
-        return ml_collections.ConfigDict(json.load(f))
+def final_robustness(
+    config: ml_collections.ConfigDict, workdir: str, fns: TrainFns, info_fn, agents: AgentState
+) -> dict[str, Any]:
+    """Nominal and grid returns of the final agents (leading seed axis), final ranks; writes
+    ``robustness.json``/``.png`` and ``spectrum.png``; returns the summary's ``robustness``."""
+    result = evaluate_lib.robustness(fns, agents, config, jax.random.PRNGKey(int(config.seed) + 1))
+    result["final_ranks"] = {
+        k: np.asarray(v).tolist()
+        for k, v in jax.device_get(info_fn(agents)).items()
+        if k.startswith("rank/")
+    }
+    result["intrinsic_rank"] = 2 * fns.envs.action_size + 1  # Tiwari et al., ADARL.md §7.4
+    evaluate_lib.save(result, workdir, title=f"{config.algo} on {config.env.name}")
+    evaluate_lib.plot_spectra(
+        os.path.join(workdir, SPECTRA_FILE), os.path.join(workdir, "spectrum.png")
+    )
+    return {
+        k: result[k] for k in ("nominal", "grid_mean", "grid_min", "final_ranks", "intrinsic_rank")
+    }
 
 
 def load_agents(
     workdir: str, fns: TrainFns | None = None
 ) -> tuple[AgentState, TrainFns, ml_collections.ConfigDict]:
     """The latest checkpointed agents (leading seed axis (S,)), the train fns and the config."""
-    import harness
-
-    config = load_config(workdir)
+    config = checkpoints.read_config(workdir)
     fns = make_train_fns(config) if fns is None else fns
-    init = make_seeded(fns, int(config.num_seeds))[0]
-    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-    like = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    state, _ = harness.load_state(workdir, like=like)
+    state = checkpoints.load_state(workdir, make_seeded(fns, int(config.num_seeds))[0])
     return state.agent, fns, config
 
 

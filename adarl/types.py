@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 import flax.struct
 import jax
 
+from adarl.running_stats import RunningStats
+
 Params = Any  # a Flax variable dict {"params": {...}}
 
 
@@ -49,17 +51,6 @@ class ReplayState(NamedTuple):
     size: jax.Array
 
 
-class RunningStats(NamedTuple):
-    """Running mean/variance of observations (parallel Welford/Chan update).
-
-    mean: f32 (O,); m2: f32 (O,) sum of squared deviations; count: f32 () samples seen.
-    """
-
-    mean: jax.Array
-    m2: jax.Array
-    count: jax.Array
-
-
 class AgentState(flax.struct.PyTreeNode):
     """Everything SAC/AdaRL learns or schedules.
 
@@ -70,7 +61,7 @@ class AgentState(flax.struct.PyTreeNode):
     actor_rank: i32 (L,) active rank of each factorised actor layer.
     critic_rank: i32 (C, L) active rank of each factorised critic layer (target critics share it,
       they are re-copied from the online critics at each truncation, ADARL.md §6).
-    normalizer: RunningStats of observations.
+    normalizer: RunningStats of observations (:mod:`adarl.running_stats`).
     grad_steps: i32 () gradient steps done.
     env_steps: i32 () environment transitions collected (all parallel envs counted).
     last_reset: i32 () gradient step of the last optimizer reset (0 at the start); the learning-

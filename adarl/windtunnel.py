@@ -33,21 +33,26 @@ The report gives the nominal return, the worst case found (parameters, distance,
 CVaR_α of the return under uniform sampling in the ball, the failure cases (parameters, seed,
 return) and a plot of return against distance from the centroid. :func:`sweep` runs increasing
 radii with each radius' search seeded by the previous worst point, so the reported worst case is
-non-increasing in ε (the balls are nested). :func:`failure_sampler` turns found failures into a
-dynamics sampler (registered as ``"windtunnel"`` in :mod:`adarl.dynamics`) so training can use
+non-increasing in ε (the balls are nested). :func:`adarl.dynamics.failure_sampler` turns found
+failures into a dynamics sampler (registered as ``"windtunnel"`` in :mod:`adarl.dynamics`) so training can use
 them.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import harness
+from adarl import loaders, robust_eval, tasks
 
 ReturnFn = Callable[[jax.Array, jax.Array], jax.Array]  # (theta (n, d), keys (n, 2)) -> (n,)
 
@@ -67,9 +72,29 @@ class Space(NamedTuple):
         return len(self.names)
 
 
-def space_from_spec(spec: Any) -> Space:
-    return Space(tuple(spec.names), *(np.asarray(a, np.float64) for a in (
+def space_from_spec(spec: Any, names: Sequence[str] | None = None) -> Space:
+    """The search space over ``names`` (default all) of an :class:`adarl.params.ParamSpec`;
+    unknown names raise ValueError."""
+    names = tuple(names or spec.names)
+    unknown = [n for n in names if n not in spec.names]
+    if unknown:
+        raise ValueError(f"config.params {unknown} are not parameters of the run: {spec.names}")
+    idx = [spec.names.index(n) for n in names]
+    return Space(names, *(np.asarray(a, np.float64)[idx] for a in (
         spec.nominal, spec.scale, spec.lower, spec.upper)))  # fmt: skip
+
+
+def subspace_return_fn(full_return_fn, spec, names):
+    """``return_fn(theta (n, k), keys, policy_params)`` searching ``names`` only (the other
+    parameters stay nominal) from a return function over full parameter vectors (n, d)."""
+    idx = np.array([spec.names.index(n) for n in names])
+    nominal = jnp.asarray(spec.nominal, jnp.float32)
+
+    def return_fn(theta, keys, policy_params):
+        full = jnp.broadcast_to(nominal, (theta.shape[0], spec.dim)).at[:, idx].set(theta)
+        return full_return_fn(full, keys, policy_params)
+
+    return return_fn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,8 +603,6 @@ WINDTUNNEL_FILE = "windtunnel.json"
 
 def validate_config(config: Any) -> None:
     """ValueError naming the field, before anything compiles."""
-    import harness
-
     harness.check_choice(config, "ball", sorted(BALLS))
     check_searchers(tuple(config.searchers))
     harness.check_range(config, "radius", lo=0.0)
@@ -591,17 +614,6 @@ def validate_config(config: Any) -> None:
     harness.check_range(config, "cvar_alpha", lo=0.0, hi=1.0, lo_inclusive=False)
 
 
-def _subspace_return_fn(full_return_fn, spec, names):
-    idx = np.array([spec.names.index(n) for n in names])
-    nominal = jnp.asarray(spec.nominal, jnp.float32)
-
-    def return_fn(theta, keys, policy_params):
-        full = jnp.broadcast_to(nominal, (theta.shape[0], spec.dim)).at[:, idx].set(theta)
-        return full_return_fn(full, keys, policy_params)
-
-    return return_fn
-
-
 def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
     """Grid evaluation and wind-tunnel search of every seed of a finished run.
 
@@ -609,58 +621,63 @@ def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
     ``windtunnel.json`` + ``windtunnel_seed<i>.png`` into ``workdir``; returns the wind-tunnel
     JSON.
     """
-    import json
-    import os
-
-    from adarl import robust_eval
-
     validate_config(config)
-    run = robust_eval.load_run(workdir)
-    rc = run.config
-    eval_env, spec = robust_eval.make_eval_task(rc)
-    steps = robust_eval.num_steps(rc)
-    full_return_fn = robust_eval.make_return_fn(eval_env, spec, run.apply, steps)
-    rc_eval = rc.get("eval", {})
-
+    run = loaders.load_run(workdir)
+    task = tasks.make_task(run.config, train_sampler=False)
+    steps = robust_eval.num_steps(run.config)
     if config.grid:
-        grid_names = tuple(config.grid_params) or tuple(rc_eval.get("grid_params", ()) or ())
-        grid_names = grid_names or spec.names[:2]
-        rel = tuple(config.grid_scales) or tuple(rc_eval.get("grid_scales", (0.5, 1.0, 1.5)))
-        episodes = config.grid_episodes or int(rc_eval.get("grid_episodes", 4))
-        grids = robust_eval.evaluate_grid(
-            eval_env, spec, run.apply, run.params, grid_names, rel,
-            jax.random.PRNGKey(config.eval_seed), episodes, steps,
-        )  # fmt: skip
-        per_seed = [robust_eval.grid_to_json(g) for g in grids]
-        grid_json = {
-            "algo": rc.algo,
-            "workdir": os.path.abspath(workdir),
-            "nominal_return": [g["nominal_return"] for g in per_seed],
-            "grid_mean": [g["grid_mean"] for g in per_seed],
-            "per_seed": per_seed,
-        }
-        with open(os.path.join(workdir, robust_eval.ROBUST_FILE), "w") as f:
-            json.dump(grid_json, f, indent=2)
-        mean = robust_eval.GridResult(
-            grids[0].names, grids[0].values,
-            np.mean([g.returns for g in grids], 0), np.std([g.returns for g in grids], 0),
-            float(np.mean([g.nominal for g in grids])),
-        )  # fmt: skip
-        robust_eval.plot_heatmap(
-            mean, os.path.join(workdir, robust_eval.HEATMAP_FILE),
-            f"{rc.algo}: mean return over {run.num_seeds} seeds",
-        )  # fmt: skip
+        grid_report(workdir, config, run, task.eval_env, task.spec, steps)
+    full_return_fn = robust_eval.make_return_fn(task.eval_env, task.spec, run.apply, steps)
+    out = search_report(workdir, config, run, task.spec, full_return_fn)
+    with open(os.path.join(workdir, WINDTUNNEL_FILE), "w") as f:
+        json.dump(out, f, indent=2, default=float)
+    return out
 
-    names = tuple(config.params) or spec.names
-    unknown = [n for n in names if n not in spec.names]
-    if unknown:
-        raise ValueError(f"config.params {unknown} are not parameters of the run: {spec.names}")
-    idx = [spec.names.index(n) for n in names]
-    space = Space(names, *(np.asarray(a, np.float64)[idx] for a in (
-        spec.nominal, spec.scale, spec.lower, spec.upper)))  # fmt: skip
-    return_fn = _subspace_return_fn(full_return_fn, spec, names)
+
+def grid_report(workdir: str, config: Any, run: Any, eval_env: Any, spec: Any, steps: int):
+    """The robustness grid of every seed of ``run`` (a :class:`adarl.robust_eval.RunPolicies`):
+    ``robust_eval.json`` and the seed-mean heat map ``robust_eval.png``; returns the JSON dict."""
+    rc = run.config
+    rc_eval = rc.get("eval", {})
+    grid_names = tuple(config.grid_params) or tuple(rc_eval.get("grid_params", ()) or ())
+    grid_names = grid_names or spec.names[:2]
+    rel = tuple(config.grid_scales) or tuple(rc_eval.get("grid_scales", (0.5, 1.0, 1.5)))
+    episodes = config.grid_episodes or int(rc_eval.get("grid_episodes", 4))
+    grids = robust_eval.evaluate_grid(
+        eval_env, spec, run.apply, run.params, grid_names, rel,
+        jax.random.PRNGKey(config.eval_seed), episodes, steps,
+    )  # fmt: skip
+    per_seed = [robust_eval.grid_to_json(g) for g in grids]
+    grid_json = {
+        "algo": rc.algo,
+        "workdir": os.path.abspath(workdir),
+        "nominal_return": [g["nominal_return"] for g in per_seed],
+        "grid_mean": [g["grid_mean"] for g in per_seed],
+        "per_seed": per_seed,
+    }
+    with open(os.path.join(workdir, robust_eval.ROBUST_FILE), "w") as f:
+        json.dump(grid_json, f, indent=2)
+    mean = robust_eval.GridResult(
+        grids[0].names, grids[0].values,
+        np.mean([g.returns for g in grids], 0), np.std([g.returns for g in grids], 0),
+        float(np.mean([g.nominal for g in grids])),
+    )  # fmt: skip
+    robust_eval.plot_heatmap(
+        mean, os.path.join(workdir, robust_eval.HEATMAP_FILE),
+        f"{rc.algo}: mean return over {run.num_seeds} seeds",
+    )  # fmt: skip
+    return grid_json
+
+
+def search_report(
+    workdir: str, config: Any, run: Any, spec: Any, full_return_fn: Callable
+) -> dict[str, Any]:
+    """The radius sweep of every seed of ``run`` with failure cases and one plot per seed;
+    returns the wind-tunnel JSON dict (written by :func:`evaluate_run`)."""
+    space = space_from_spec(spec, tuple(config.params) or None)
+    names = space.names
+    return_fn = subspace_return_fn(full_return_fn, spec, names)
     radii = tuple(config.radii) or (config.radius,)
-    kwargs = {n: dict(config[n]) for n in config.searchers}
     sweeps = sweep(
         return_fn,
         lambda r: make_ball(config.ball, space, r),
@@ -671,27 +688,16 @@ def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
         episodes=config.episodes,
         eval_seed=config.eval_seed,
         cvar_alpha=config.cvar_alpha,
-        searcher_kwargs=kwargs,
+        searcher_kwargs={n: dict(config[n]) for n in config.searchers},
     )
     per_seed = []
     for s in range(run.num_seeds):
         results = [res[s] for res in sweeps]
-        last = results[-1]
-        nominal = last.nominal_return
-        threshold = nominal - (1.0 - config.failure_fraction) * abs(nominal)
-        entry = result_to_json(last, names)
-        entry["failure_threshold"] = threshold
-        entry["failures"] = failure_cases(
-            last, make_ball(config.ball, space, last.radius), names,
-            threshold=threshold, eval_seed=config.eval_seed, max_cases=config.max_failures,
-        )  # fmt: skip
-        entry["sweep"] = [
-            {"radius": r.radius, "worst_return": r.worst_return, "cvar": r.cvar} for r in results
-        ]
-        per_seed.append(entry)
-        plot(results, os.path.join(workdir, f"windtunnel_seed{s}.png"), f"{rc.algo} seed {s}")
-    out = {
-        "algo": rc.algo,
+        per_seed.append(_seed_entry(config, space, results))
+        path = os.path.join(workdir, f"windtunnel_seed{s}.png")
+        plot(results, path, f"{run.config.algo} seed {s}")
+    return {
+        "algo": run.config.algo,
         "workdir": os.path.abspath(workdir),
         "ball": config.ball,
         "radius": radii[-1],
@@ -703,60 +709,23 @@ def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
         "per_seed": per_seed,
         "config": config.to_dict() if hasattr(config, "to_dict") else dict(config),
     }
-    with open(os.path.join(workdir, WINDTUNNEL_FILE), "w") as f:
-        json.dump(out, f, indent=2, default=float)
-    return out
 
 
-# ---------------------------------------------------------------------------------------------
-# The wind tunnel as a dynamics sampler
-# ---------------------------------------------------------------------------------------------
+def failure_threshold(nominal: float, failure_fraction: float) -> float:
+    """A return below ``nominal − (1 − failure_fraction)·|nominal|`` counts as a failure."""
+    return nominal - (1.0 - failure_fraction) * abs(nominal)
 
 
-def failure_sampler(
-    spec: Any,
-    *,
-    points: Any,
-    weights: Any = None,
-    p_adv: float = 0.5,
-    jitter: float = 0.0,
-    base: Any = None,
-):
-    """A :class:`adarl.dynamics.Sampler` drawing found failure parameters.
-
-    With probability ``p_adv`` a sample is one of ``points`` (k, d) physical (chosen ∝
-    ``weights``, uniform by default) plus ``jitter · scale`` Gaussian noise, otherwise a draw of
-    ``base`` (another Sampler; default the nominal parameters). Pure and jit-able.
-    """
-    from adarl import dynamics
-
-    pts = jnp.asarray(np.asarray(points, np.float32).reshape(-1, spec.dim))
-    if pts.shape[0] < 1:
-        raise ValueError("points must hold at least one parameter vector")
-    if not 0.0 <= p_adv <= 1.0:
-        raise ValueError(f"p_adv must be in [0, 1], got {p_adv!r}")
-    w = jnp.ones((pts.shape[0],)) if weights is None else jnp.asarray(weights, jnp.float32)
-    logits = jnp.log(jnp.maximum(w, 1e-12))
-    base = base or dynamics.nominal_sampler(spec)
-    scale = jnp.asarray(spec.scale, jnp.float32)
-    lo, hi = jnp.asarray(spec.lower, jnp.float32), jnp.asarray(spec.upper, jnp.float32)
-
-    def fn(key, n, episode):
-        k_base, k_mix, k_pick, k_jit = jax.random.split(key, 4)
-        base_x = spec.to_vector(base(k_base, n, episode) if base.uses_episode else base(k_base, n))
-        pick = jax.random.categorical(k_pick, logits, shape=(n,))
-        adv = pts[pick] + jitter * scale * jax.random.normal(k_jit, (n, spec.dim))
-        use = jax.random.uniform(k_mix, (n, 1)) < p_adv
-        return spec.from_vector(jnp.clip(jnp.where(use, adv, base_x), lo, hi))
-
-    return dynamics.Sampler("windtunnel", spec, fn, uses_episode=base.uses_episode)
-
-
-def _register() -> None:
-    from adarl import dynamics
-
-    if "windtunnel" not in dynamics.SAMPLERS:
-        dynamics.register_sampler("windtunnel", failure_sampler)
-
-
-_register()
+def _seed_entry(config: Any, space: Space, results: Sequence[Result]) -> dict[str, Any]:
+    last = results[-1]
+    threshold = failure_threshold(last.nominal_return, config.failure_fraction)
+    entry = result_to_json(last, space.names)
+    entry["failure_threshold"] = threshold
+    entry["failures"] = failure_cases(
+        last, make_ball(config.ball, space, last.radius), space.names,
+        threshold=threshold, eval_seed=config.eval_seed, max_cases=config.max_failures,
+    )  # fmt: skip
+    entry["sweep"] = [
+        {"radius": r.radius, "worst_return": r.worst_return, "cvar": r.cvar} for r in results
+    ]
+    return entry

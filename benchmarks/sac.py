@@ -34,6 +34,10 @@ import time
 import jax
 import jax.numpy as jnp
 
+from adarl import envs
+from adarl import train as train_lib
+from experiments.configs import adarl as configs
+
 
 def _install_brax_shim() -> None:
     if not hasattr(jax, "device_put_replicated"):
@@ -45,7 +49,6 @@ def _install_brax_shim() -> None:
 
 
 def _config(args, algo: str, low_rank: bool):
-    from experiments.configs import adarl as configs
 
     c = configs.get_config("cpu")
     c.algo = algo
@@ -73,7 +76,6 @@ def _config(args, algo: str, low_rank: bool):
 
 def time_ours(args, algo: str, low_rank: bool) -> float:
     """Median seconds per epoch of our jitted update."""
-    from adarl import train as train_lib
 
     fns = train_lib.make_train_fns(_config(args, algo, low_rank))
     state = jax.jit(fns.init)(jax.random.PRNGKey(0))
@@ -97,8 +99,6 @@ def time_brax(args) -> float:
     from brax.training.agents.sac import networks as sac_networks
     from brax.training.agents.sac import train as sac
     from mujoco_playground import wrapper
-
-    from adarl import envs
 
     env = envs.make(args.env)
     epoch_env_steps = args.steps * args.num_envs

@@ -17,7 +17,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from adarl import robust_eval, windtunnel
+from adarl import checkpoints, robust_eval, windtunnel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "[label=]DIR[,DIR...] run directories.")
@@ -38,7 +38,7 @@ def parse_runs(specs):
     for spec in specs:
         label, _, dirs = spec.rpartition("=")
         for d in dirs.split(","):
-            name = label or robust_eval.read_run_config(d).get("algo", os.path.basename(d))
+            name = label or checkpoints.read_config(d).get("algo", os.path.basename(d))
             runs.setdefault(name, []).append(d)
     return runs
 

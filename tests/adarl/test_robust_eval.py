@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adarl import robust_eval
+from adarl import acting, loaders, robust_eval
 from adarl.params import ParamSpec
 
 LENGTH = 5  # toy episode length (steps)
@@ -61,9 +61,7 @@ def test_episode_returns_stop_at_the_first_done():
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     params = {"g": jnp.array([1.0, 2.0, 0.0]), "h": jnp.array([0.0, 1.0, 3.0])}
     # 3·LENGTH steps simulated, but only the first episode (LENGTH steps) counts.
-    ret = robust_eval.episode_returns(
-        ToyEnv(), lambda o: jnp.ones((3, 1)), keys, params, 3 * LENGTH
-    )
+    ret = acting.episode_returns(ToyEnv(), lambda o: jnp.ones((3, 1)), keys, params, 3 * LENGTH)
     np.testing.assert_allclose(ret, LENGTH * np.array([1.0, 3.0, 3.0]))
 
 
@@ -147,4 +145,4 @@ def test_compare_collects_runs_and_seeds(tmp_path):
 def test_unknown_algo_has_no_loader(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"algo": "dqn"}))
     with pytest.raises(ValueError, match="registered"):
-        robust_eval.load_run(str(tmp_path))
+        loaders.load_run(str(tmp_path))

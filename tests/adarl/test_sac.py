@@ -145,18 +145,6 @@ def test_replay_ring_buffer_and_uniform_sampling():
         buffers.insert(buffers.init(2, ex), batch(0, 3))
 
 
-def test_normalizer_matches_numpy():
-    x = np.random.default_rng(0).normal(3.0, 2.0, (50, 3)).astype(np.float32)
-    stats = train_lib.normalizer_init(3)
-    for chunk in np.split(x, 5):
-        stats = train_lib.normalizer_update(stats, jnp.asarray(chunk))
-    np.testing.assert_allclose(stats.mean, x.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(stats.m2 / stats.count, x.var(0), rtol=1e-4)
-    z = train_lib.normalize(stats, jnp.asarray(x), True)
-    np.testing.assert_allclose(np.asarray(z).mean(0), 0.0, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(z).std(0), 1.0, rtol=1e-4)
-
-
 def test_learning_rate_schedule_restarts_warmup():
     kw = dict(base=1.0, total_steps=1000, warmup_steps=100, schedule="cosine", min_ratio=0.0)
     lr = lambda s, r: float(train_lib.learning_rate(s, r, **kw))
