@@ -277,8 +277,16 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         checkpoint_every=config.checkpoint_every,
         evaluate=evaluate,
         eval_every=config.eval.every,
-        plots={"return.png": ["eval/return", "train/return"]},
+        plots={
+            "return.png": harness.Plot(
+                ["eval/return", "train/return"],
+                title=f"{config.algo} on {config.env.name}: episode return",
+                ylabel="episode return",
+            )
+        },
         desc=config.algo,
+        headline=["eval/return", "train/return"],
+        x_label="PPO update",
         progress=config.get("progress", True),
     )
 

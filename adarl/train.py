@@ -803,11 +803,27 @@ def train_and_evaluate(
         evaluate=evaluate,
         eval_every=int(config.train.eval_every) or None,
         plots={
-            "return.png": ["eval/return", "train/return"],
-            "rank.png": rank_keys if num_factorised(config) else [],
-            "losses.png": ["train/critic_loss", "train/actor_loss"],
+            "return.png": harness.Plot(
+                ["eval/return", "train/return"],
+                title=f"{config.algo} on {config.env.name}: episode return",
+                ylabel="episode return",
+            ),
+            "rank.png": harness.Plot(
+                rank_keys if num_factorised(config) else [],
+                title=f"{config.algo}: rank of the factorised layers",
+                ylabel="rank",
+            ),
+            "losses.png": harness.Plot(
+                ["train/critic_loss", "train/actor_loss"], title="SAC losses", ylabel="loss"
+            ),
         },
         desc=str(config.algo),
+        headline=["eval/return", "train/return", "rank/actor_0"],
+        x_label=(
+            f"update ({int(config.train.steps_per_update) * int(config.train.num_envs)} env "
+            f"steps, {int(config.train.steps_per_update) * int(config.train.grad_updates_per_step)}"
+            " gradient steps each)"
+        ),
         stop_after=stop_after,
         progress=progress,
     )
