@@ -238,6 +238,19 @@ def collect(runs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, list[float
     return out
 
 
+def missing(runs: Mapping[str, Sequence[str]]) -> list[str]:
+    """``"DIR: FILE (metric, ...)"`` for every run directory lacking a file :data:`METRICS` reads."""
+    out = []
+    for workdirs in runs.values():
+        for wd in workdirs:
+            absent: dict[str, list[str]] = {}
+            for metric, (fname, _) in METRICS.items():
+                if not os.path.exists(os.path.join(wd, fname)):
+                    absent.setdefault(fname, []).append(metric)
+            out.extend(f"{wd}: no {f} ({', '.join(m)})" for f, m in absent.items())
+    return out
+
+
 def compare(runs: Mapping[str, Sequence[str]], *, reps: int = 2000, seed: int = 0):
     """Summary per algorithm and metric: n, IQM, 95% bootstrap CI of the IQM, mean, std.
 

@@ -13,6 +13,7 @@ the wind tunnel (grid + search, ``experiments/configs/windtunnel.py``) on direct
 
 import json
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -24,6 +25,7 @@ flags.DEFINE_multi_string("run", [], "[label=]DIR[,DIR...] run directories.")
 flags.DEFINE_string("out", None, "Directory for compare.json and compare.md.")
 flags.DEFINE_bool("evaluate", False, "Run the wind tunnel where windtunnel.json is missing.")
 flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples.")
+flags.DEFINE_bool("allow_missing", False, "Tabulate runs that lack some files (cells say n/a).")
 config_flags.DEFINE_config_file(
     "config",
     os.path.join(os.path.dirname(__file__), "configs", "windtunnel.py") + ":cpu",
@@ -53,6 +55,16 @@ def main(argv):
             for d in dirs:
                 if not os.path.exists(os.path.join(d, windtunnel.WINDTUNNEL_FILE)):
                     windtunnel.evaluate_run(d, FLAGS.config)
+    absent = robust_eval.missing(runs)
+    if absent and not FLAGS.allow_missing:
+        print(
+            "error: runs lack the files the table needs:\n  "
+            + "\n  ".join(absent)
+            + "\nrun `python -m experiments.windtunnel --workdir DIR` on them (or pass --evaluate),"
+            " or pass --allow_missing to tabulate what is there",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     rows, table = robust_eval.compare(runs, reps=FLAGS.bootstrap_reps)
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "compare.json"), "w") as f:

@@ -134,3 +134,17 @@ def test_cli_refuses_a_workdir_holding_another_config_before_compiling(tmp_path)
     out = _cli("flowrl", ["--config=experiments/configs/flowrl.py:smoke", f"--workdir={run_dir}"])
     assert out.returncode == 2 and "another experiment's run" in out.stderr
     assert os.listdir(run_dir) == ["config.json"]
+
+
+def test_compare_refuses_runs_missing_the_data_it_needs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"algo": "sac"}')
+    (run / "robust_eval.json").write_text('{"nominal_return": [1.0, 2.0], "grid_mean": [1.0, 2.0]}')
+    out = _cli("compare", [f"--run={run}", f"--out={tmp_path / 'out'}"])
+    assert out.returncode == 2
+    assert f"{run}: no windtunnel.json (worst_case)" in out.stderr
+    assert "python -m experiments.windtunnel" in out.stderr
+    ok = _cli("compare", [f"--run={run}", f"--out={tmp_path / 'out'}", "--allow_missing"])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "n/a" in ok.stdout
