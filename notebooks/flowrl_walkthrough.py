@@ -12,11 +12,20 @@
 # ---
 
 # %%
-# Run this notebook from a clone of the repository, with the package installed. In Colab,
-# uncomment these lines and run them once (<repo-url>: this repository's git URL):
-# # !git clone <repo-url> adarl-ssm-flowrl
-# # %cd adarl-ssm-flowrl
-# # !pip install -e .
+# Set-up on Colab (skip it in a clone where `pip install -e .` has run). Point REPO_URL at a
+# git URL of this repository (your fork), or WHEEL at a wheel built with
+# `pip wheel --no-deps -w dist .` and uploaded to the session; GPU=True installs the CUDA
+# build of jaxlib (Colab GPU runtime) instead of the CPU one.
+REPO_URL = ""  # e.g. "https://github.com/<you>/adarl-ssm-flowrl.git"
+WHEEL = ""  # e.g. "/content/adarl_ssm_flowrl-0.1.0-py3-none-any.whl"
+GPU = False
+if REPO_URL or WHEEL:
+    import subprocess
+    import sys
+
+    extra = "[gpu]" if GPU else ""
+    target = f"{WHEEL}{extra}" if WHEEL else f"adarl-ssm-flowrl{extra} @ git+{REPO_URL}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", target], check=True)
 
 # %% [markdown]
 # # `flowrl` walkthrough: group advantages, the FlowRL loss, and a bandit with a known answer
@@ -33,8 +42,8 @@
 #
 # It runs in well under a minute on a CPU.
 #
-# **Colab:** clone the repository, `pip install -e .` in it, then open this notebook from the
-# clone (`notebooks/flowrl_walkthrough.ipynb`). The notebook is generated from
+# **Colab:** set `REPO_URL` (or `WHEEL`, and `GPU`) in the first cell and run it, or open this
+# notebook from a clone (`notebooks/flowrl_walkthrough.ipynb`). The notebook is generated from
 # `notebooks/flowrl_walkthrough.py` by jupytext; edit the `.py` and regenerate.
 
 # %%
