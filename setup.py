@@ -30,6 +30,8 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "scipy>=1.12",
     "evosax>=0.2,<0.4",
+    "rank-bm25>=0.2.2,<0.3",
+    "faiss-cpu>=1.8",
 ]
 
 EXTRAS = {
@@ -45,7 +47,7 @@ setup(
     description="AdaRL (adaptive low-rank robust RL), selective-scan SSMs and FlowRL in JAX",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["harness*", "adarl*", "ssm*", "flowrl*", "experiments*", "benchmarks*"]
+        include=["harness*", "adarl*", "ssm*", "flowrl*", "opera*", "experiments*", "benchmarks*"]
     ),
     package_data={"adarl": ["assets/*.xml"]},
     install_requires=INSTALL_REQUIRES,
