@@ -40,21 +40,21 @@ def base() -> ml_collections.ConfigDict:
     )
     # ssm.lm.LMConfig fields (vocab_size comes from the world).
     c.model = ml_collections.ConfigDict(
-        {"layer": "transformer", "d_model": 48, "n_layers": 2, "n_heads": 4, "max_len": 64}
+        {"layer": "transformer", "d_model": 32, "n_layers": 2, "n_heads": 4, "max_len": 64}
     )
     c.exec = ml_collections.ConfigDict({"top_k": 2, "max_rewrites": 1})
     c.sft = ml_collections.ConfigDict(
-        {"updates": 6, "steps_per_update": 50, "batch_size": 64, "lr": 3e-3}
+        {"updates": 4, "steps_per_update": 50, "batch_size": 64, "lr": 3e-3}
     )
     c.rl = ml_collections.ConfigDict(
         {
             "loss": "grpo",  # registry: flowrl.losses
-            "lr": 1e-3,
+            "lr": 3e-4,
             "kl_coef": 0.01,  # k3 KL to the role's SFT policy (beta_KL not published)
-            "prompts_per_step": 16,
+            "prompts_per_step": 8,
             "group_size": 8,  # paper: G = 8 (7 + 1 gold at refresh points)
             "temperature": 1.0,
-            "stage_updates": (40, 40, 40),  # plan, analysis, rewrite
+            "stage_updates": (15, 15, 15),  # plan, analysis, rewrite
             "refresh_every": 5,  # "reference-refresh points": interval not published
             "gold_injection": True,
             "w_ndcg": 0.9,  # rewrite reward weights: not published
@@ -70,10 +70,9 @@ def smoke() -> ml_collections.ConfigDict:
     c.arms = "mapgrpo,single"
     c.world.n_train_questions = 256
     c.world.n_test_questions = 96
-    c.model.d_model = 32
     c.sft.updates = 3
-    c.rl.prompts_per_step = 8
-    c.rl.stage_updates = (6, 6, 6)
+    c.rl.prompts_per_step = 4
+    c.rl.stage_updates = (4, 4, 4)
     c.eval_every = 100
     c.checkpoint_every = 100
     return c
@@ -82,13 +81,16 @@ def smoke() -> ml_collections.ConfigDict:
 def tiny() -> ml_collections.ConfigDict:
     c = smoke()
     c.arms = "mapgrpo"
+    c.world.n_train_questions = 64
+    c.world.n_test_questions = 32
+    c.model.d_model = 16
     c.model.n_layers = 1
     c.sft.updates = 2
-    c.sft.steps_per_update = 40
-    c.rl.prompts_per_step = 4
+    c.sft.steps_per_update = 30
+    c.rl.prompts_per_step = 2
     c.rl.group_size = 4
-    c.rl.stage_updates = (2, 2, 2)
-    c.rl.refresh_every = 2
+    c.rl.stage_updates = (1, 1, 1)
+    c.rl.refresh_every = 1
     return c
 
 
