@@ -5,6 +5,7 @@ Presets:
   smoke   about a minute on CPU (run by a slow test; ``tiny`` is the default-suite version).
   tiny    the smoke run shrunk further for the default test suite.
   cpu     the README table's scale: all five arms for one seed in one process.
+  cpu_long  cpu with four times the RL updates.
 Arms: ``--config.arms=sft,mapgrpo,no_gold,no_rewrite,single`` (any subset); seeds:
 ``--config.seed=S`` (the world stays ``world.seed``).
 """
@@ -98,7 +99,16 @@ def cpu() -> ml_collections.ConfigDict:
     return base()
 
 
-PRESETS = {"smoke": smoke, "tiny": tiny, "cpu": cpu}
+def cpu_long() -> ml_collections.ConfigDict:
+    """The cpu preset with four times the RL budget (60 updates per stage, 180 for single)."""
+    c = base()
+    c.rl.stage_updates = (60, 60, 60)
+    c.checkpoint_every = 60
+    c.eval_every = 60
+    return c
+
+
+PRESETS = {"smoke": smoke, "tiny": tiny, "cpu": cpu, "cpu_long": cpu_long}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
