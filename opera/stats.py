@@ -61,3 +61,26 @@ def table(run_dirs: Sequence[str], columns: Sequence[str] = COLUMNS) -> str:
         n = len(next(iter(data[arm].values())))
         rows.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def eval_by_step(run_dirs: Sequence[str], arm: str, metric: str = "em") -> dict[int, list[float]]:
+    """{update step: [value per run]} of ``eval/<metric>`` from each ``<run>/<arm>/metrics.jsonl``
+    (with ``eval_every`` at the stage lengths this is the per-stage gain)."""
+    out: dict[int, list[float]] = {}
+    for d in run_dirs:
+        with open(os.path.join(d, arm, "metrics.jsonl")) as f:
+            for line in f:
+                rec = json.loads(line)
+                if f"eval/{metric}" in rec:
+                    out.setdefault(int(rec["step"]), []).append(float(rec[f"eval/{metric}"]))
+    return out
+
+
+def stage_table(run_dirs: Sequence[str], arms: Sequence[str], metric: str = "em") -> str:
+    """Markdown table of ``eval/<metric>`` (IQM [95% CI]) after each logged evaluation step."""
+    rows = [f"| arm | step | {metric} |", "|---|---|---|"]
+    for arm in arms:
+        for step, x in sorted(eval_by_step(run_dirs, arm, metric).items()):
+            lo, hi = bootstrap_ci(x)
+            rows.append(f"| {arm} | {step} | {iqm(x):.3f} [{lo:.2f}, {hi:.2f}] (n={len(x)}) |")
+    return "\n".join(rows)
