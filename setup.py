@@ -34,6 +34,9 @@ INSTALL_REQUIRES = [
     "pandas>=2.2,<4",
     "statsmodels>=0.14,<0.16",
     "networkx>=3.2,<4",
+    # opera/ (issue 19): BM25 and a flat inner-product vector index
+    "rank-bm25>=0.2.2,<0.3",
+    "faiss-cpu>=1.8,<2",
 ]
 
 EXTRAS = {
@@ -55,6 +58,7 @@ setup(
             "ssm*",
             "flowrl*",
             "hypotheses*",
+            "opera*",
             "experiments*",
             "benchmarks*",
         ]
