@@ -3,27 +3,23 @@
     python -m experiments.opera --config experiments/configs/opera.py:smoke --workdir /tmp/opera
     python -m experiments.opera --config experiments/configs/opera.py:cpu --config.seed=1 \
         --workdir results/opera/s1
+
+Every arm of one seed runs in ``--workdir`` (one sub-directory per arm, each a harness run);
+``results.json`` holds the final evaluation of each arm.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
-
+from experiments import cli
 from opera import train
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Output directory (reused to resume).")
-config_flags.DEFINE_config_file("config", None, "Experiment config.", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+cli.define_flags("Experiment config (path.py:<preset>).")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+def main(config, workdir: str) -> None:
+    final = train.train_and_evaluate(config, workdir)
     for arm, metrics in final.items():
         shown = {k[5:]: round(v, 3) for k, v in metrics.items() if k.startswith("eval/")}
         print(arm, shown)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(__doc__, main)
