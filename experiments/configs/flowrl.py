@@ -59,17 +59,27 @@ def base() -> ml_collections.ConfigDict:
             "prompts_per_step": 16,  # P
             "group_size": 8,  # G (TTRL: the vote size N_vote)
             "train_group_size": 0,  # G_t trained on (TTRL's N_train); 0 = G
-            "temperature": 1.0,
+            "temperature": 1.0,  # rollout T; log-probs are scored at the same T
+            "top_p": 1.0,  # nucleus sampling of the rollouts (verl/DAPO: 1.0)
             "epochs": 1,
             "num_minibatches": 2,  # > 1 makes updates off-policy, so clips / w matter
-            "lr": 1e-3,  # small models: 1e-4..1e-3 (FLOWRL.md §8.2), not the LLM 1e-6
+            "lr": 1e-3,  # small models: 1e-4..1e-3 (FLOWRL.md §8.2); 1e-3 drifts (issue 15)
+            "lr_schedule": "constant",  # registry flowrl.trainer.LR_SCHEDULES
+            "lr_warmup_steps": 0,  # linear warm-up, optimizer steps (DAPO/FlowRL: 10)
+            "entropy_coef": -1.0,  # entropy bonus; < 0 = the algorithm's own (HPT 0.001, else 0)
             "z_lr_scale": 10.0,  # log Z head lr multiplier [Rec, FLOWRL.md §3.3]
             "max_grad_norm": 1.0,
             "weight_decay": 0.0,
             "reward": "verifier",  # or "majority_vote" (TTRL)
             "prompt_split": "train",  # TTRL: "test" (unlabelled test prompts)
-            "gen_factor": 2,  # DAPO dynamic sampling: prompts per generation batch / P
-            "max_gen_batches": 4,
+            "gen_factor": 3,  # DAPO dynamic sampling: prompts per generation batch / P (DAPO: 3)
+            "max_gen_batches": 10,  # DAPO max_num_gen_batches
+            "allow_unfilled": False,  # False: an unfilled batch raises (DAPO); True: mask slots
+            "overlong_buffer": 0,  # DAPO overlong shaping L_buf in tokens (L_max = R); 0 = off
+            "overlong_penalty": 1.0,  # DAPO overlong penalty factor
+            "kl_in_reward": 0.0,  # coefficient of -KL_t(pi_old || pi_ref) in the token rewards
+            "kl_in_reward_type": "k1",  # verl apply_kl_penalty default
+            "flowrl_weight": "",  # FlowRL w variant (flowrl.losses.FLOWRL_WEIGHTS); "" = paper_code
             # LossConfig overrides over the loss's published defaults (flowrl.losses).
             "loss": ml_collections.ConfigDict({"beta": 15.0}),
         }
@@ -80,7 +90,10 @@ def base() -> ml_collections.ConfigDict:
             "split": "test",
             "num_prompts": 128,
             "num_samples": 8,  # n for pass@k / maj@n / distinct answers
-            "temperature": 1.0,
+            "temperature": 1.0,  # 0 = greedy
+            "top_p": 1.0,  # HPT validation: T 0.6, top-p 0.95
+            "extra_temperatures": (),  # also pass@1 (and maj@n) at these; 0 = greedy
+            "log_prompts": 4,  # rollouts.jsonl / reward histogram: prompts per eval (0 = off)
             "seed": 12345,
         }
     )

@@ -237,19 +237,24 @@ def test_split_minibatches_keeps_each_group_with_its_demonstration():
         returns=seq2 + 30,
         old_logp=seq2 + 40,
         ref_logp=seq2 + 50,
+        old_values=seq2 + 90,
         rl_weight=group_of_row + 60,
+        actor_weight=group_of_row + 100,
         demo_tokens=jnp.broadcast_to(per_prompt[:, None], (Pn, R)),
         demo_mask=jnp.broadcast_to(per_prompt[:, None], (Pn, R)) + 70,
         sft_weight=per_prompt + 80,
     )
     out = TR.split_minibatches(s, batch, jax.random.PRNGKey(3))
-    offsets = dict(zip(TR.Batch._fields, (0, 10, 20, 30, 40, 50, 60, 0, 70, 80), strict=True))
+    offsets = dict(
+        zip(TR.Batch._fields, (0, 10, 20, 30, 40, 50, 90, 60, 100, 0, 70, 80), strict=True)
+    )
     groups = np.asarray(out.sft_weight) - 80  # [M, P / M] prompt of each demonstration row
     assert sorted(groups.ravel().tolist()) == list(range(Pn))
     for name in TR.Batch._fields:
         x = np.asarray(getattr(out, name)) - offsets[name]
         rows = Gt if name in ("tokens", "mask", "advantages", "returns", "old_logp",
-                              "ref_logp", "rl_weight") else 1  # fmt: skip
+                              "ref_logp", "old_values", "rl_weight",
+                              "actor_weight") else 1  # fmt: skip
         assert x.shape[:2] == (M, (Pn // M) * rows), name
         expect = np.repeat(groups, rows, axis=1)
         x = x.reshape(M, (Pn // M) * rows, -1)[..., 0]
