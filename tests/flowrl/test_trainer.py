@@ -198,9 +198,11 @@ def test_config_errors():
 
 def test_smoke_preset_end_to_end(tmp_path):
     config = flowrl_configs.get_config("smoke")
+    config.eval.extra_temperatures = (0.0,)
     summary = TR.train_and_evaluate(config, str(tmp_path))
     final = summary["final_metrics"]
-    for k in ("eval/pass@1", "eval/pass@4", "eval/maj@4", "eval/distinct_correct"):
+    for k in ("eval/pass@1", "eval/pass@4", "eval/maj@4", "eval/distinct_correct",
+              "eval/pass@1_greedy"):  # fmt: skip
         assert 0.0 <= final[k] <= 4.0 and np.isfinite(final[k])
     for k in ("train/entropy", "train/kl_ref", "train/response_len", "perf/tokens_per_s"):
         assert np.isfinite(final[k])
@@ -208,6 +210,12 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert len(lines) == config.rl.num_updates
     start = json.load(open(os.path.join(tmp_path, "start_eval.json")))
     assert "eval/pass@1" in start
+    # Rollout inspection: log_prompts x num_samples rows per evaluation (steps 2 and 3).
+    rows = [json.loads(x) for x in open(os.path.join(tmp_path, "rollouts.jsonl"))]
+    per_eval = config.eval.log_prompts * config.eval.num_samples
+    assert sorted(Counter(r["step"] for r in rows).items()) == [(2, per_eval), (3, per_eval)]
+    assert all(r["prompt"].startswith("<bos>") and r["reward"] in (0.0, 1.0) for r in rows)
+    assert os.listdir(os.path.join(tmp_path, "tb_rollouts"))
 
 
 @pytest.mark.slow

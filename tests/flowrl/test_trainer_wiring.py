@@ -239,3 +239,15 @@ def test_entropy_coef_field_overrides_algorithm():
     assert TR.make_setup(tiny_config("hpt")).spec.entropy_coef == 0.001
     assert TR.make_setup(tiny_config("hpt", entropy_coef=0.0)).spec.entropy_coef == 0.0
     assert TR.make_setup(tiny_config("grpo", entropy_coef=0.01)).spec.entropy_coef == 0.01
+
+
+def test_ppo_objective_clips_value_around_rollout_values(ppo_learn):
+    tr, prepare, _ = ppo_learn
+    state = tr.init_from_lm(jax.random.PRNGKey(1), tr.policy.init(jax.random.PRNGKey(0), 16).lm)
+    groups = make_groups(tr, [[1, 0, 0, 1], [0, 1, 1, 0]])
+    batch, _ = prepare(state.params, state.ref_lm, groups, jnp.ones(P, bool), state.key)
+    # Returns equal to the current values: the unclipped error is 0; rollout values 2 above
+    # them put the clipped prediction at V + 1.5, so the value loss is 0.5 * 1.5^2 = 1.125.
+    batch = batch._replace(returns=batch.old_values, old_values=batch.old_values + 2.0)
+    _, m = jax.jit(tr.objective)(state.params, batch)
+    assert float(m["loss/value"]) == pytest.approx(1.125, rel=1e-5)
