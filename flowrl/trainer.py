@@ -10,22 +10,28 @@
 2. **RL steps**: sample P prompts x G responses at temperature T (recurrent/cached decoding);
    score them with the task's exact verifier (or, in TTRL mode, with the majority vote over the
    G samples as pseudo-label, FLOWRL.md §5.1, training on the first ``train_group_size``);
-   optional dynamic sampling (DAPO, drop all-equal groups with bounded refill); advantages from
-   the advantage registry; old and reference log-probs; then ``epochs`` x ``num_minibatches``
-   AdamW updates of one objective
+   optional DAPO overlong shaping of the rewards (``rl.overlong_buffer``) and dynamic sampling
+   (drop all-equal groups, refill from 3x batches up to 10 times, error when unfilled); old and
+   reference log-probs at the rollout temperature (``old`` from the rollout policy); optional
+   KL-in-reward (``rl.kl_in_reward``); advantages from the advantage registry; then ``epochs`` x
+   ``num_minibatches`` AdamW updates (``rl.lr_schedule`` with warm-up) of one objective
 
        L = L_policy(inputs masked by alpha_p) + value_coef L_value - entropy_coef H
            + sft_coef L_SFT(demonstrations weighted by 1 - alpha_p)
 
    where ``L_policy`` comes from the loss registry (:func:`flowrl.losses.get_loss`) by name and
    alpha_p = 1[#correct_p > hpt_gate] is HPT's per-prompt switch (:func:`flowrl.upge.hpt_switch`;
-   ``hpt_gate = -1`` never switches). The trainer never branches on algorithm names: an
+   ``hpt_gate = -1`` never switches; the ``soft`` strategy uses HPT's graded table instead);
+   L_value is clipped around the rollout's values for PPO, and during ``critic_warmup`` steps
+   only L_value is optimised. The trainer never branches on algorithm names: an
    algorithm is an :class:`AlgoSpec` row of :data:`ALGORITHMS` (loss name, advantage name, loss
    overrides, coefficients), and the HPT mixed loss is the row with gate 0 and sft_coef 1 whose
    RL part is the unclipped Dr.GRPO surrogate (equal, value and gradient, to
    :func:`flowrl.upge.hpt_mixed_loss` with HPT's released settings; tested).
 3. **Evaluation** on held-out prompts: pass@1, unbiased pass@k (k up to n), maj@n, distinct
-   correct answers per prompt (and their share of all solutions), response length.
+   correct answers per prompt (and their share of all solutions), response length; pass@1 at
+   extra temperatures (greedy, 0.6); sampled completions to ``workdir/rollouts.jsonl`` and a
+   per-prompt reward histogram to ``workdir/tb_rollouts`` (:func:`log_rollouts`).
 
 Train metrics: reward, accuracy, policy entropy, k3 KL to the reference, response length, the
 loss's own metrics, HPT's SFT fraction, TTRL's label/reward accuracy, and (host side) tokens/s.
