@@ -3,24 +3,44 @@
     python -m experiments.flowrl_sweep --root /work/results/flowrl/sweep \
         --presets cpu,cpu_countdown --algos grpo,ppo,flowrl,hpt --seeds 0,1,2 [--ttrl]
 
+Issue 15 presets (long; see experiments/configs/flowrl.py):
+
+    python -m experiments.flowrl_sweep --root results/flowrl/strong --presets arith_strong \
+        --algos sft_continued,grpo,dr_grpo,dapo,ppo,flowrl,hpt --seeds 0,1,2,3,4 --nottrl
+    python -m experiments.flowrl_sweep --root results/flowrl/multi --presets countdown_multi \
+        --algos sft_continued,grpo,dr_grpo,dapo,ppo,flowrl,hpt --seeds 0,1,2,3,4 --nottrl
+    python -m experiments.flowrl_sweep --root results/flowrl/ttrl \
+        --presets ttrl_strong,ttrl_strong_oracle --seeds 0,1,2,3,4 --nottrl
+
+``--set key=value`` (repeatable) overrides config fields of every run, e.g. a tiny-budget check
+``--set rl.num_updates=2 --set sft.steps=5 --set eval.num_prompts=8 --set eval.num_samples=4``.
+Presets in ``FIXED_ALGO_PRESETS`` (TTRL) keep their own algorithm.
+
 Each run is ``flowrl.trainer.train_and_evaluate`` in ``<root>/<preset>/<algo>/seed<k>``; all runs
 of one (preset, algo) share compiled functions (one process), and all algorithms of one seed
 share the SFT start (``sft.cache_dir = <root>/sft_cache``). ``--ttrl`` adds the ``cpu_ttrl``
 preset (GRPO on the unlabelled test prompts with the majority-vote reward). Finished runs are
-skipped, so rerunning resumes. The table (mean +- std over seeds of the final evaluation, and the
-SFT start) goes to ``<root>/results.md`` and ``<root>/results.json``.
+skipped, so rerunning resumes. The table (IQM with a 95% bootstrap CI over seeds of the final evaluation,
+and of the SFT start) goes to ``<root>/results.md`` and ``<root>/results.json``; pass@k curves
+(IQM over seeds, k = 1, 2, 4, ..., n) to ``<root>/<preset>_pass_at_k.png``.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 
-import numpy as np
-from absl import app, flags
+import matplotlib
 
-from experiments.configs import flowrl as flowrl_configs
-from flowrl import trainer as flowrl_trainer
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from adarl.robust_eval import bootstrap_ci, iqm  # noqa: E402
+from experiments.configs import flowrl as flowrl_configs  # noqa: E402
+from flowrl import trainer as flowrl_trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root", None, "Output root directory.")
@@ -30,6 +50,7 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_bool("ttrl", True, "Also run the cpu_ttrl preset (GRPO + majority vote).")
 flags.DEFINE_integer("num_updates", 0, "Override rl.num_updates (0 = preset value).")
 flags.DEFINE_bool("table_only", False, "Only rebuild the table from finished runs.")
+flags.DEFINE_multi_string("set", [], "Config override key=value (Python literal), repeatable.")
 flags.mark_flags_as_required(["root"])
 
 COLUMNS = ("eval/pass@1", "eval/pass@{n}", "eval/maj@{n}", "eval/distinct_correct")
@@ -44,11 +65,32 @@ def _config(preset: str, algo: str | None, seed: int):
     c.sft.cache_dir = os.path.join(FLAGS.root, "sft_cache")
     if FLAGS.num_updates:
         c.rl.num_updates = FLAGS.num_updates
+    for item in FLAGS.set:
+        apply_override(c, item)
     return c
+
+
+def apply_override(config, item: str) -> None:
+    """Sets ``a.b.c=value`` on ``config`` (value parsed as a Python literal, else a string)."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise app.UsageError(f"--set {item!r}: expected key=value")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
 
 
 def _runs():
     for preset in FLAGS.presets:
+        if preset in flowrl_configs.FIXED_ALGO_PRESETS:
+            yield preset, None
+            continue
         for algo in FLAGS.algos:
             yield preset, algo
     if FLAGS.ttrl:
@@ -71,15 +113,57 @@ def run_all() -> None:
 
 def _fmt(values) -> str:
     v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+    if len(v) < 2:
+        return f"{v.mean():.3f}"
+    lo, hi = bootstrap_ci(v)
+    return f"{iqm(v):.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def pass_at_k_curves(records, root: str) -> None:
+    """One figure per preset: IQM over seeds of the final pass@k against k, one line per algo
+    (dashed: the SFT start)."""
+    by_preset: dict[str, list] = {}
+    for r in records:
+        by_preset.setdefault(r["preset"], []).append(r)
+    for preset, recs in by_preset.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, r in enumerate(recs):
+            ks = r["pass_at_k"]["k"]
+            final = [iqm(v) for v in np.asarray(r["pass_at_k"]["final"]).T]
+            ax.plot(ks, final, marker="o", label=r["algo"])
+            if i == 0:
+                start = [iqm(v) for v in np.asarray(r["pass_at_k"]["start"]).T]
+                ax.plot(ks, start, "k--", label="SFT start")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (samples)")
+        ax.set_ylabel("pass@k (IQM over seeds)")
+        ax.set_title(f"{preset}: pass@k after RL")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(root, f"{preset}_pass_at_k.png"), dpi=100)
+        plt.close(fig)
+
+
+def _pass_at_k(metrics: dict) -> dict[int, float]:
+    out = {}
+    for key, v in metrics.items():
+        if key.startswith("eval/pass@") and key[len("eval/pass@") :].isdigit():
+            out[int(key[len("eval/pass@") :])] = v
+    return dict(sorted(out.items()))
 
 
 def write_table() -> None:
     rows, records = [], []
     for preset, algo in _runs():
-        name = "grpo" if algo is None else algo
-        n = flowrl_configs.get_config(preset).eval.num_samples
+        base = _config(preset, algo, 0)
+        name = base.rl.algo
+        n = base.eval.num_samples
         cols = [c.format(n=n) for c in COLUMNS]
+        cols += [f"eval/pass@1_{flowrl_trainer.temperature_tag(t)}"
+                 for t in base.eval.extra_temperatures]  # fmt: skip
+        if base.rl.reward == "majority_vote":
+            cols += ["train/label_accuracy", "train/reward_accuracy"]
+        pk_final, pk_start = [], []
         finals, starts, seeds = [], [], []
         for seed in map(int, FLAGS.seeds):
             workdir = os.path.join(FLAGS.root, preset, name, f"seed{seed}")
@@ -91,7 +175,9 @@ def write_table() -> None:
             with open(os.path.join(workdir, "start_eval.json")) as f:
                 start = json.load(f)
             finals.append([summary["final_metrics"][c] for c in cols])
-            starts.append([start[c] for c in cols])
+            starts.append([start.get(c, float("nan")) for c in cols])
+            pk_final.append(_pass_at_k(summary["final_metrics"]))
+            pk_start.append(_pass_at_k(start))
             seeds.append(seed)
         if not finals:
             continue
@@ -107,6 +193,11 @@ def write_table() -> None:
                 "columns": cols,
                 "final": finals.tolist(),
                 "start": starts.tolist(),
+                "pass_at_k": {
+                    "k": list(pk_final[0]),
+                    "final": [list(d.values()) for d in pk_final],
+                    "start": [list(d.values()) for d in pk_start],
+                },
             }
         )
     lines = []
@@ -115,6 +206,8 @@ def write_table() -> None:
         if cols != header:
             header = cols
             lines += [
+                "",
+                "IQM over seeds [95% bootstrap CI]",
                 "",
                 "| run | seeds | " + " | ".join(cols) + " |",
                 "|---" * (len(cols) + 2) + "|",
@@ -126,6 +219,7 @@ def write_table() -> None:
         f.write(text)
     with open(os.path.join(FLAGS.root, "results.json"), "w") as f:
         json.dump(records, f, indent=2)
+    pass_at_k_curves(records, FLAGS.root)
     print(text)
 
 

@@ -33,6 +33,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+import harness
 from flowrl.aggregation import agg_loss, masked_mean, seq_mean, seq_sum
 from flowrl.kl import kl_estimate
 from flowrl.types import (
@@ -57,12 +58,15 @@ __all__ = [
     "agg_loss",
     "compute_policy_loss",
     "default_loss_config",
+    "FLOWRL_WEIGHTS",
     "flowrl_optimal_log_z",
     "flowrl_residual",
+    "flowrl_weight_overrides",
     "get_loss",
     "loss_names",
     "ppo_clip_token_loss",
     "register_loss",
+    "value_loss",
 ]
 
 LOG_RATIO_CLAMP = 20.0  # verl clamps log(pi/pi_old) to [-20, 20] before exp
@@ -98,8 +102,9 @@ _DEFAULTS: dict[str, LossConfig] = {
     LossName.GSPO.value: LossConfig(clip_low=3e-4, clip_high=4e-4, dual_clip=None),
     # CISPO: no lower bound on the IS weight [Secondary]; upper bound [Rec] 0.28 (not verified).
     LossName.CISPO.value: LossConfig(clip_low=1.0, clip_high=0.28, dual_clip=None),
-    # FlowRL: beta 15; w clipped to [0.8, 1.2] (paper per summaries, FLOWRL.md §3.4 [Rec]).
-    LossName.FLOWRL.value: LossConfig(beta=15.0, is_weight="clip", clip_low=0.2, clip_high=0.2),
+    # FlowRL: beta 15; w unclipped, as in the paper-version code (FLOWRL.md §3.1, §3.4; the
+    # named alternatives are FLOWRL_WEIGHTS below).
+    LossName.FLOWRL.value: LossConfig(beta=15.0, is_weight="unclipped"),
 }
 
 _DEFAULT_AGG: dict[str, str] = {
@@ -330,6 +335,29 @@ def cispo_loss(inputs: LossInputs, config: LossConfig) -> tuple[Array, Metrics]:
 
 # --------------------------------------------------------------------------- FlowRL
 
+# FlowRL's importance weight w as each source computes it (FLOWRL.md §3.4), as LossConfig
+# overrides. ``paper_code`` is the default: the paper-version code (verl@FlowRL 2b0ab88,
+# ``compute_flowrl_objective``) computes a clipped weight but uses the unclipped one.
+FLOWRL_WEIGHTS: harness.Registry[dict] = harness.Registry("FlowRL importance weight")
+for _name, _over in {
+    "paper_code": {"is_weight": ISWeightMode.UNCLIPPED.value},
+    # later official code (verl_FlowRL dp_actor.py): clamp(w, max=10)
+    "later_code": {"is_weight": ISWeightMode.MAX.value, "is_weight_max": 10.0},
+    # verl recipe ``flowrl_clip``: clamp(w, 0.8, 1.28), DAPO-style asymmetric
+    "verl_clip": {"is_weight": ISWeightMode.CLIP.value, "clip_low": 0.2, "clip_high": 0.28},
+    # third-party summaries of the paper: clip(w, 1 - 0.2, 1 + 0.2) (epsilon not verified)
+    "summary_clip": {"is_weight": ISWeightMode.CLIP.value, "clip_low": 0.2, "clip_high": 0.2},
+    # verl recipe on-policy case (old_log_prob = log_prob.detach()): w = 1
+    "one": {"is_weight": ISWeightMode.ONE.value},
+}.items():
+    FLOWRL_WEIGHTS.add(_name, _over)
+
+
+def flowrl_weight_overrides(variant: str, field: str = "flowrl_weight") -> dict:
+    """LossConfig overrides of a :data:`FLOWRL_WEIGHTS` variant; unknown names raise
+    ConfigError naming ``field`` and the registered variants."""
+    return dict(FLOWRL_WEIGHTS.get(variant, field))
+
 
 def _flowrl_weight(inputs: LossInputs, config: LossConfig) -> Array:
     """Detached sequence importance weight w f32[B] (FLOWRL.md §3.4), clipped in log space
@@ -419,3 +447,27 @@ def flowrl_optimal_log_z(inputs: LossInputs, config: LossConfig, group_ids: Arra
     num = jax.ops.segment_sum(w * delta, group_ids, num_segments=n)
     den = jax.ops.segment_sum(w, group_ids, num_segments=n)
     return -(num / jnp.maximum(den, 1e-30))[group_ids]
+
+
+# --------------------------------------------------------------------------- critic
+
+
+def value_loss(
+    values: Array, old_values: Array, returns: Array, mask: Array, clip: float | None = None
+) -> Array:
+    """PPO critic loss (verl ``compute_value_loss``), token-mean over ``mask``.
+
+    Unclipped: 0.5 (V - R)^2. With ``clip`` (verl ``cliprange_value``, 0.5):
+    0.5 max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2), which stops the critic from
+    moving more than ``clip`` away from the rollout's values on the pessimistic side.
+
+    Args:
+      values: f32[B, T] current value predictions (carry the gradient).
+      old_values: f32[B, T] predictions of the rollout policy (constants).
+      returns: f32[B, T] targets. mask: f32[B, T].
+    """
+    err = jnp.square(values - returns)
+    if clip is not None:
+        clipped = old_values + jnp.clip(values - old_values, -clip, clip)
+        err = jnp.maximum(err, jnp.square(clipped - returns))
+    return 0.5 * masked_mean(err, mask)

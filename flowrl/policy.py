@@ -159,10 +159,18 @@ class Policy:
         key: Array,
         max_new_tokens: int,
         temperature: float | Array,
+        top_p: float | Array = 1.0,
     ) -> Array:
-        """Samples responses int32[B, R] (R = max_new_tokens) after prompts int32[B, P]."""
+        """Samples responses int32[B, R] (R = max_new_tokens) after prompts int32[B, P]
+        (temperature 0: greedy; nucleus sampling with ``top_p`` < 1)."""
         out = self.backend.generate(
-            self.model, lm_params, prompts, key, max_new_tokens, temperature=temperature
+            self.model,
+            lm_params,
+            prompts,
+            key,
+            max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
         )
         return out[:, prompts.shape[1] :]
 

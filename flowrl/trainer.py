@@ -10,22 +10,28 @@
 2. **RL steps**: sample P prompts x G responses at temperature T (recurrent/cached decoding);
    score them with the task's exact verifier (or, in TTRL mode, with the majority vote over the
    G samples as pseudo-label, FLOWRL.md §5.1, training on the first ``train_group_size``);
-   optional dynamic sampling (DAPO, drop all-equal groups with bounded refill); advantages from
-   the advantage registry; old and reference log-probs; then ``epochs`` x ``num_minibatches``
-   AdamW updates of one objective
+   optional DAPO overlong shaping of the rewards (``rl.overlong_buffer``) and dynamic sampling
+   (drop all-equal groups, refill from 3x batches up to 10 times, error when unfilled); old and
+   reference log-probs at the rollout temperature (``old`` from the rollout policy); optional
+   KL-in-reward (``rl.kl_in_reward``); advantages from the advantage registry; then ``epochs`` x
+   ``num_minibatches`` AdamW updates (``rl.lr_schedule`` with warm-up) of one objective
 
        L = L_policy(inputs masked by alpha_p) + value_coef L_value - entropy_coef H
            + sft_coef L_SFT(demonstrations weighted by 1 - alpha_p)
 
    where ``L_policy`` comes from the loss registry (:func:`flowrl.losses.get_loss`) by name and
    alpha_p = 1[#correct_p > hpt_gate] is HPT's per-prompt switch (:func:`flowrl.upge.hpt_switch`;
-   ``hpt_gate = -1`` never switches). The trainer never branches on algorithm names: an
+   ``hpt_gate = -1`` never switches; the ``soft`` strategy uses HPT's graded table instead);
+   L_value is clipped around the rollout's values for PPO, and during ``critic_warmup`` steps
+   only L_value is optimised. The trainer never branches on algorithm names: an
    algorithm is an :class:`AlgoSpec` row of :data:`ALGORITHMS` (loss name, advantage name, loss
    overrides, coefficients), and the HPT mixed loss is the row with gate 0 and sft_coef 1 whose
    RL part is the unclipped Dr.GRPO surrogate (equal, value and gradient, to
    :func:`flowrl.upge.hpt_mixed_loss` with HPT's released settings; tested).
 3. **Evaluation** on held-out prompts: pass@1, unbiased pass@k (k up to n), maj@n, distinct
-   correct answers per prompt (and their share of all solutions), response length.
+   correct answers per prompt (and their share of all solutions), response length; pass@1 at
+   extra temperatures (greedy, 0.6); sampled completions to ``workdir/rollouts.jsonl`` and a
+   per-prompt reward histogram to ``workdir/tb_rollouts`` (:func:`log_rollouts`).
 
 Train metrics: reward, accuracy, policy entropy, k3 KL to the reference, response length, the
 loss's own metrics, HPT's SFT fraction, TTRL's label/reward accuracy, and (host side) tokens/s.
@@ -52,6 +58,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tensorboardX
 
 import harness
 from flowrl import losses, metrics, rewards, sampling, tasks, upge
@@ -80,8 +87,14 @@ class AlgoSpec:
       value_coef: weight of the value-head regression (PPO).
       sft_coef: weight of the SFT term on demonstrations (HPT).
       hpt_gate: per-prompt switch: RL iff #correct > gate, SFT otherwise; -1 = always RL.
-      entropy_coef: entropy bonus (HPT: 0.001).
+      entropy_coef: entropy bonus (HPT: 0.001); ``rl.entropy_coef >= 0`` overrides it.
       dynamic_sampling: drop groups with all-equal rewards and refill (DAPO).
+      hpt_strategy: a :data:`HPT_STRATEGIES` name: "switch" (released HPT: alpha = 1[k > gate])
+        or "soft" (HPT's graded table, FLOWRL.md §4.3).
+      value_clip: PPO value clipping range around the rollout's values (verl
+        ``cliprange_value`` 0.5), None = unclipped.
+      critic_warmup: RL steps during which only the value head learns (verl ``critic_warmup``);
+        the policy, log Z and SFT terms are switched off until then.
     """
 
     loss: str
@@ -92,6 +105,9 @@ class AlgoSpec:
     hpt_gate: int = -1
     entropy_coef: float = 0.0
     dynamic_sampling: bool = False
+    hpt_strategy: str = "switch"
+    value_clip: float | None = None
+    critic_warmup: int = 0
 
 
 ALGORITHMS: harness.Registry[AlgoSpec] = harness.Registry("algorithm")
@@ -102,8 +118,11 @@ for _name, _spec_row in {
     "gspo": AlgoSpec("gspo", "grpo"),
     "cispo": AlgoSpec("cispo", "grpo"),
     "reinforce": AlgoSpec("reinforce", "rloo"),
-    # PPO with a value head: GAE (gamma = lam = 1, whitened), value loss 0.5 (FLOWRL.md §2.1).
-    "ppo": AlgoSpec("ppo", "gae", value_coef=0.5),
+    # PPO with a value head: GAE (gamma = lam = 1, whitened), value loss 0.5 (FLOWRL.md §2.1),
+    # value clipping 0.5 (verl cliprange_value); the fresh value head gets 5 critic-only steps
+    # before the policy moves [Rec: verl's critic_warmup defaults to 0, but its critic starts
+    # from the LM, ours from a random head].
+    "ppo": AlgoSpec("ppo", "gae", value_coef=0.5, value_clip=0.5, critic_warmup=5),
     # FlowRL: r_hat = GRPO z-score (official script), beta and w mode from the loss defaults.
     "flowrl": AlgoSpec("flowrl", "grpo"),
     # HPT released settings (FLOWRL.md §4.3): gate 0, sft_coef 1, no clip (clip range [0, inf)),
@@ -116,6 +135,18 @@ for _name, _spec_row in {
         hpt_gate=0,
         entropy_coef=0.001,
     ),
+    # HPT's graded "soft" strategy (unify_strategy="soft", soft_type=1; not the released run).
+    "hpt_soft": AlgoSpec(
+        "dr_grpo",
+        "dr_grpo",
+        loss_overrides=(("clip_low", 1.0), ("clip_high", 1e9), ("dual_clip", None)),
+        sft_coef=1.0,
+        hpt_strategy="soft",
+        entropy_coef=0.001,
+    ),
+    # Control arm: keep doing SFT on the demonstrations of the sampled prompts for the same RL
+    # budget (a gate no group reaches: every prompt is switched to SFT, no policy-gradient term).
+    "sft_continued": AlgoSpec("sft", "grpo", sft_coef=1.0, hpt_gate=2**30),
 }.items():
     ALGORITHMS.add(_name, _spec_row)
 
@@ -123,7 +154,42 @@ for _name, _spec_row in {
 def register_algorithm(name: str, spec: AlgoSpec) -> None:
     """Adds an algorithm row; a duplicate name raises ValueError, an unknown loss ConfigError."""
     losses.get_loss(spec.loss)
+    HPT_STRATEGIES.get(spec.hpt_strategy, "AlgoSpec.hpt_strategy")
     ALGORITHMS.add(name, spec)
+
+
+# HPT per-prompt coefficients (alpha = RL weight f32[P], beta = SFT weight f32[P]) from the number
+# of correct rollouts i32[P] and the gate (FLOWRL.md §4.3).
+HPT_STRATEGIES: harness.Registry[Callable] = harness.Registry("HPT strategy")
+HPT_STRATEGIES.add("switch", upge.hpt_switch)
+HPT_STRATEGIES.add("soft", lambda num_correct, gate: upge.hpt_soft_coefficients(num_correct))
+
+
+def _constant_lr(lr: float, warmup: int, total: int) -> optax.Schedule:
+    return optax.linear_schedule(lr / max(warmup, 1) if warmup else lr, lr, max(warmup, 1))
+
+
+def _cosine_lr(lr: float, warmup: int, total: int) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(
+        lr / max(warmup, 1) if warmup else lr, lr, warmup, max(total, warmup + 1), end_value=0.0
+    )
+
+
+def _linear_lr(lr: float, warmup: int, total: int) -> optax.Schedule:
+    start = lr / max(warmup, 1) if warmup else lr
+    return optax.join_schedules(
+        [optax.linear_schedule(start, lr, warmup), optax.linear_schedule(lr, 0.0, total - warmup)],
+        [warmup],
+    )
+
+
+# Learning-rate schedules over optimizer steps: (peak lr, linear warm-up steps, total steps) ->
+# optax schedule. Warm-up rises linearly from lr / warmup at the first step to lr (verl's
+# lr_warmup_steps; DAPO/FlowRL: 10 steps), then: constant (verl default), cosine or linear to 0.
+LR_SCHEDULES: harness.Registry[Callable] = harness.Registry("learning-rate schedule")
+LR_SCHEDULES.add("constant", _constant_lr)
+LR_SCHEDULES.add("cosine", _cosine_lr)
+LR_SCHEDULES.add("linear", _linear_lr)
 
 
 def get_algorithm(name: str) -> AlgoSpec:
@@ -197,9 +263,10 @@ class Groups(NamedTuple):
     Attributes:
       prompt_index: i32[P] rows of the prompt split.
       responses: i32[P, G_t, R].
-      rewards: f32[P, G_t] training rewards (verifier or pseudo-label).
+      rewards: f32[P, G_t] training rewards (verifier or pseudo-label, plus ``shaping``).
       scores: f32[P, G_t] verifier scores (ground truth; TTRL uses them only for metrics).
       label_accuracy, majority_ratio, reward_accuracy: f32[P] reward diagnostics.
+      shaping: f32[P, G_t] DAPO overlong penalty included in ``rewards`` (<= 0; 0 when off).
     """
 
     prompt_index: Array
@@ -209,6 +276,7 @@ class Groups(NamedTuple):
     label_accuracy: Array
     majority_ratio: Array
     reward_accuracy: Array
+    shaping: Array
 
 
 class Batch(NamedTuple):
@@ -216,8 +284,10 @@ class Batch(NamedTuple):
 
     Attributes:
       tokens: i32[B, Lp + R]; mask: f32[B, R] (zero for invalid groups); advantages, returns,
-      old_logp, ref_logp: f32[B, R]; rl_weight: f32[B] HPT alpha of the row's prompt;
-      demo_tokens: i32[P, Lp + R]; demo_mask: f32[P, R]; sft_weight: f32[P] HPT 1 - alpha.
+      old_logp, ref_logp, old_values: f32[B, R] (``old_*``: the rollout policy's, at the
+      rollout temperature); rl_weight: f32[B] HPT alpha of the row's prompt; actor_weight: f32[B]
+      0 during the critic warm-up, else 1; demo_tokens: i32[P, Lp + R]; demo_mask: f32[P, R];
+      sft_weight: f32[P] HPT 1 - alpha.
     """
 
     tokens: Array
@@ -226,7 +296,9 @@ class Batch(NamedTuple):
     returns: Array
     old_logp: Array
     ref_logp: Array
+    old_values: Array
     rl_weight: Array
+    actor_weight: Array
     demo_tokens: Array
     demo_mask: Array
     sft_weight: Array
@@ -255,6 +327,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     G = harness.check_int(config, "rl.group_size", lo=2)
     harness.check_int(config, "rl.train_group_size", lo=0, hi=G)
     harness.check_range(config, "rl.temperature", lo=0.0, lo_inclusive=False)
+    harness.check_range(config, "rl.top_p", lo=0.0, hi=1.0, lo_inclusive=False)
+    harness.check_choice(config, "rl.lr_schedule", sorted(LR_SCHEDULES))
+    harness.check_int(config, "rl.lr_warmup_steps", lo=0)
+    harness.check_range(config, "rl.kl_in_reward", lo=0.0)
+    harness.check_choice(config, "rl.kl_in_reward_type", ["k1", "k2", "k3"])
+    harness.check_int(config, "rl.overlong_buffer", lo=0)  # <= R, checked in make_setup
+    harness.check_range(config, "rl.overlong_penalty", lo=0.0)
     harness.check_int(config, "rl.epochs", lo=1)
     M = harness.check_int(config, "rl.num_minibatches", lo=1)
     harness.check_range(config, "rl.lr", lo=0.0, lo_inclusive=False)
@@ -270,8 +349,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     harness.check_int(config, "eval.num_prompts", lo=1)
     harness.check_int(config, "eval.num_samples", lo=1)
-    harness.check_range(config, "eval.temperature", lo=0.0, lo_inclusive=False)
+    harness.check_range(config, "eval.temperature", lo=0.0)  # 0 = greedy
+    harness.check_range(config, "eval.top_p", lo=0.0, hi=1.0, lo_inclusive=False)
+    harness.check_int(config, "eval.log_prompts", lo=0)
+    for i, t in enumerate(config.eval.extra_temperatures):
+        if not t >= 0.0:
+            raise harness.ConfigError(f"config.eval.extra_temperatures[{i}]={t} must be >= 0")
     spec = _spec(config)
+    HPT_STRATEGIES.get(spec.hpt_strategy, "rl.algo_overrides.hpt_strategy")
+    if config.rl.flowrl_weight:
+        losses.flowrl_weight_overrides(config.rl.flowrl_weight, "rl.flowrl_weight")
+        if spec.loss != losses.LossName.FLOWRL.value:
+            raise harness.ConfigError(
+                f"config.rl.flowrl_weight={config.rl.flowrl_weight!r} applies to FlowRL only, "
+                f"but config.rl.algo={config.rl.algo!r} uses loss {spec.loss!r}; set it to ''"
+            )
     if spec.sft_coef > 0 and config.rl.reward != "verifier":
         raise harness.ConfigError(
             f"config.rl.algo={config.rl.algo!r} mixes in SFT on demonstrations, which TTRL "
@@ -282,12 +374,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def _spec(config) -> AlgoSpec:
     spec = get_algorithm(config.rl.algo)
-    over = config.rl.get("algo_overrides", None)
-    return dataclasses.replace(spec, **dict(over)) if over else spec
+    over = dict(config.rl.get("algo_overrides", None) or {})
+    if config.rl.get("entropy_coef", -1.0) >= 0:
+        over["entropy_coef"] = float(config.rl.entropy_coef)
+    return dataclasses.replace(spec, **over) if over else spec
 
 
 def _loss_overrides(config, spec: AlgoSpec) -> dict[str, Any]:
-    return {**dict(spec.loss_overrides), **dict(config.rl.get("loss", {}))}
+    weight = config.rl.get("flowrl_weight", "")
+    variant = losses.flowrl_weight_overrides(weight, "rl.flowrl_weight") if weight else {}
+    return {**dict(spec.loss_overrides), **variant, **dict(config.rl.get("loss", {}))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,20 +418,27 @@ class Setup(NamedTuple):
     Gt: int
     M: int
     temperature: float
+    top_p: float
     P_gen: int
     n_sft: int
 
 
 def make_rl_optimizer(config) -> optax.GradientTransformation:
-    """Global-norm clip, then AdamW; the log Z head learns at ``rl.lr * rl.z_lr_scale``."""
+    """Global-norm clip, then AdamW with the ``rl.lr_schedule`` schedule (``rl.lr_warmup_steps``
+    linear warm-up) over all ``num_updates * epochs * num_minibatches`` optimizer steps; the log Z
+    head learns at ``rl.z_lr_scale`` times the same schedule."""
+    rl = config.rl
+    total = rl.num_updates * rl.epochs * rl.num_minibatches
+    schedule = LR_SCHEDULES.get(rl.get("lr_schedule", "constant"), "rl.lr_schedule")
 
-    def make_opt(lr):
-        return optax.adamw(lr, weight_decay=config.rl.weight_decay)
+    def make_opt(scale):
+        lr = schedule(rl.lr * scale, rl.get("lr_warmup_steps", 0), total)
+        return optax.adamw(lr, weight_decay=rl.weight_decay)
 
     return optax.chain(
-        optax.clip_by_global_norm(config.rl.max_grad_norm),
+        optax.clip_by_global_norm(rl.max_grad_norm),
         optax.multi_transform(
-            {"main": make_opt(config.rl.lr), "z": make_opt(config.rl.lr * config.rl.z_lr_scale)},
+            {"main": make_opt(1.0), "z": make_opt(rl.z_lr_scale)},
             lambda p: PolicyParams(
                 lm=jax.tree.map(lambda _: "main", p.lm),
                 log_z=jax.tree.map(lambda _: "z", p.log_z),
@@ -357,6 +460,11 @@ def make_setup(config, backend: Any = None) -> Setup:
         value_stop_grad=config.policy.value_stop_grad,
     )
     spec = _spec(config)
+    if config.rl.overlong_buffer > task.response_len:
+        raise harness.ConfigError(
+            f"config.rl.overlong_buffer={config.rl.overlong_buffer} must be <= the task's "
+            f"response length {task.response_len} (DAPO's L_buf <= L_max)"
+        )
     splits = {"train": task.train, "test": task.test}
     P, G = config.rl.prompts_per_step, config.rl.group_size
     return Setup(
@@ -379,6 +487,7 @@ def make_setup(config, backend: Any = None) -> Setup:
         Gt=config.rl.train_group_size or G,
         M=config.rl.num_minibatches,
         temperature=float(config.rl.temperature),
+        top_p=float(config.rl.top_p),
         P_gen=P * (config.rl.gen_factor if spec.dynamic_sampling else 1),
         n_sft=max(1, int(round(config.sft.demo_fraction * len(task.train)))),
     )
@@ -467,14 +576,17 @@ class Collected(NamedTuple):
     num_batches: Array
 
 
-def generate(s: Setup, lm, key, index, num_samples=None, temperature=None, split=None) -> Array:
-    """Responses i32[len(index), num_samples, R] (defaults: G samples at the RL temperature from
-    the prompt split)."""
+def generate(
+    s: Setup, lm, key, index, num_samples=None, temperature=None, split=None, top_p=None
+) -> Array:
+    """Responses i32[len(index), num_samples, R] (defaults: G samples at the RL temperature and
+    top-p from the prompt split; temperature 0 is greedy)."""
     num_samples = s.G if num_samples is None else num_samples
     temperature = s.temperature if temperature is None else temperature
+    top_p = s.top_p if top_p is None else top_p
     split = s.prompt_split if split is None else split
     prompts = jnp.repeat(jnp.asarray(split.prompts)[index], num_samples, axis=0)
-    resp = s.policy.generate(lm, prompts, key, s.R, temperature)
+    resp = s.policy.generate(lm, prompts, key, s.R, temperature, top_p)
     return resp.reshape(index.shape[0], num_samples, s.R)
 
 
@@ -489,15 +601,28 @@ def score(s: Setup, index: Array, responses: Array, split=None) -> Groups:
     truth = jnp.asarray(split.answers)[index]
     r, diag = s.reward_fn(a, sc, truth, s.Gt)
     diag = {"reward_accuracy": jnp.ones(Pn, jnp.float32), **diag}
+    shaping = overlong_shaping(s, responses[:, : s.Gt])
     return Groups(
         prompt_index=index,
         responses=responses[:, : s.Gt],
-        rewards=r,
+        rewards=r + shaping,
         scores=sc[:, : s.Gt],
         label_accuracy=diag["label_accuracy"],
         majority_ratio=diag["majority_ratio"],
         reward_accuracy=diag["reward_accuracy"],
+        shaping=shaping,
     )
+
+
+def overlong_shaping(s: Setup, responses: Array) -> Array:
+    """DAPO's soft overlong punishment f32[P, G] of responses i32[P, G, R] with L_max = R and
+    L_buf = ``rl.overlong_buffer`` (0 = off), factor ``rl.overlong_penalty`` (FLOWRL.md §2.3)."""
+    buffer = s.config.rl.overlong_buffer
+    if buffer == 0:
+        return jnp.zeros(responses.shape[:2], jnp.float32)
+    lengths = jnp.sum(tasks.response_mask(responses.reshape(-1, s.R)), axis=-1)
+    penalty = rewards.overlong_penalty(lengths, s.R, buffer, s.config.rl.overlong_penalty)
+    return penalty.reshape(responses.shape[:2])
 
 
 def gen_and_score(s: Setup, params: PolicyParams, key: Array, num_prompts: int) -> Groups:
@@ -508,14 +633,17 @@ def gen_and_score(s: Setup, params: PolicyParams, key: Array, num_prompts: int) 
 
 def collect(s: Setup, params: PolicyParams, key: Array) -> Collected:
     """P groups: one generation batch, or DAPO dynamic sampling (all-equal groups dropped,
-    refilled from batches of ``gen_factor * P`` prompts, at most ``max_gen_batches``)."""
+    refilled from batches of ``gen_factor * P`` prompts, at most ``max_gen_batches``; DAPO: 3 and
+    10). Groups are filtered on the verifier/pseudo reward without the overlong shaping (DAPO
+    filters on ``acc``). Unfilled slots come back with ``valid == False``; the host loop raises
+    :class:`UnfilledBatchError` on them (:func:`check_filled`)."""
     if not s.spec.dynamic_sampling:
         groups = gen_and_score(s, params, key, s.P)
         return Collected(groups, jnp.ones((s.P,), bool), jnp.ones((), jnp.int32))
 
     def gen(k):
         g = gen_and_score(s, params, k, s.P_gen)
-        return (g, g.rewards), g.rewards
+        return (g, g.rewards), g.rewards - g.shaping
 
     out = sampling.dynamic_sample(gen, key, s.P, s.config.rl.max_gen_batches)
     return Collected(out.batch[0], out.valid, out.num_batches)
@@ -545,12 +673,18 @@ def train_stats(
         "train/majority_ratio": vmean(groups.majority_ratio),
         "train/reward_accuracy": vmean(groups.reward_accuracy),
         "train/log_z": jnp.mean(old.log_z),
+        "train/overlong_penalty": vmean(jnp.mean(groups.shaping, -1)),
         "train/seq_logp": masked_mean(seq_sum(old.logp, mask), seq_valid),
     }
 
 
 def prepare(s: Setup, params: PolicyParams, ref_lm, groups: Groups, valid: Array, key: Array):
-    """(Batch, train metrics): old/ref log-probs, advantages, HPT switch and demonstrations."""
+    """(Batch, train metrics): old/ref log-probs, advantages, HPT switch and demonstrations.
+
+    Old and reference log-probs are those of the temperature-T distribution the rollouts were
+    sampled from (FLOWRL.md §1.1); ``old_logp`` comes from ``params`` (the rollout policy), never
+    from the reference. With ``rl.kl_in_reward = c > 0`` the token rewards get -c KL_t(pi_old ||
+    pi_ref) (verl ``apply_kl_penalty``), so outcome advantages see r - c sum_t KL_t."""
     B = s.P * s.Gt
     prompts = jnp.asarray(s.prompt_split.prompts)[groups.prompt_index]  # [P, Lp]
     resp = groups.responses.reshape(B, s.R)
@@ -559,10 +693,13 @@ def prepare(s: Setup, params: PolicyParams, ref_lm, groups: Groups, valid: Array
     mask = tasks.response_mask(resp) * seq_valid[:, None]
     old = s.policy.forward(params, tokens, s.Lp, s.temperature)
     ref = s.policy.forward(params._replace(lm=ref_lm), tokens, s.Lp, s.temperature)
+    token_rewards = outcome_to_token_rewards(groups.rewards.reshape(B), mask)
+    kl_tok = kl_estimate(old.logp, ref.logp, s.config.rl.kl_in_reward_type) * mask
+    token_rewards = token_rewards - s.config.rl.kl_in_reward * kl_tok
     adv = compute_advantages(
         s.spec.advantage,
         AdvantageInputs(
-            token_rewards=outcome_to_token_rewards(groups.rewards.reshape(B), mask),
+            token_rewards=token_rewards,
             mask=mask,
             group_ids=jnp.repeat(jnp.arange(s.P), s.Gt),
             values=old.values,
@@ -570,8 +707,8 @@ def prepare(s: Setup, params: PolicyParams, ref_lm, groups: Groups, valid: Array
         ),
         s.adv_cfg,
     )
-    num_correct = jnp.sum(groups.rewards > 0, axis=-1)  # [P]
-    alpha, beta = upge.hpt_switch(num_correct, s.spec.hpt_gate)
+    num_correct = jnp.sum(groups.scores > 0, axis=-1)  # [P]
+    alpha, beta = HPT_STRATEGIES.get(s.spec.hpt_strategy)(num_correct, s.spec.hpt_gate)
     alpha = alpha * valid
     beta = beta * valid
     demo_tokens, demo_mask = demo_batch(s.prompt_split, groups.prompt_index, key)
@@ -582,12 +719,16 @@ def prepare(s: Setup, params: PolicyParams, ref_lm, groups: Groups, valid: Array
         returns=adv.returns,
         old_logp=old.logp,
         ref_logp=ref.logp,
+        old_values=old.values,
         rl_weight=jnp.repeat(alpha, s.Gt),
+        actor_weight=jnp.ones((B,), jnp.float32),
         demo_tokens=demo_tokens,
         demo_mask=demo_mask,
         sft_weight=beta,
     )
-    return batch, train_stats(groups, valid, old, ref, mask, seq_valid, beta)
+    stats = train_stats(groups, valid, old, ref, mask, seq_valid, beta)
+    stats["train/kl_reward"] = jnp.sum(kl_tok) / jnp.maximum(jnp.sum(seq_valid), 1.0)
+    return batch, stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,17 +751,19 @@ def objective(s: Setup, params: PolicyParams, mb: Batch) -> tuple[Array, dict[st
         log_z=fw.log_z,
     )
     loss_pg, m = s.loss_fn(inputs, s.loss_cfg)
-    value_loss = 0.5 * masked_mean(jnp.square(fw.values - mb.returns), mask)
+    value_loss = losses.value_loss(fw.values, mb.old_values, mb.returns, mask, spec.value_clip)
     entropy = masked_mean(fw.entropy, mask)
-    total = loss_pg + spec.value_coef * value_loss - spec.entropy_coef * entropy
+    actor = loss_pg - spec.entropy_coef * entropy
     out = {f"loss/{k}": v for k, v in m.items()}
     out["loss/value"] = value_loss
     if spec.sft_coef > 0:  # HPT-style rows mix in SFT on demonstrations
         fd = s.policy.forward(params, mb.demo_tokens, s.Lp, s.temperature)
         sft_mask = mb.demo_mask * (mb.sft_weight > 0)[:, None]
         loss_sft = agg_loss(-mb.sft_weight[:, None] * fd.logp, sft_mask, "token-mean")
-        total = total + spec.sft_coef * loss_sft
+        actor = actor + spec.sft_coef * loss_sft
         out["loss/sft"] = loss_sft
+    # Critic warm-up: every term but the value regression is off (actor_weight = 0).
+    total = jnp.max(mb.actor_weight) * actor + spec.value_coef * value_loss
     out["loss/total"] = total
     return total, out
 
@@ -643,7 +786,9 @@ def split_minibatches(s: Setup, batch: Batch, key: Array) -> Batch:
         returns=seq(batch.returns),
         old_logp=seq(batch.old_logp),
         ref_logp=seq(batch.ref_logp),
+        old_values=seq(batch.old_values),
         rl_weight=seq(batch.rl_weight),
+        actor_weight=seq(batch.actor_weight),
         demo_tokens=one(batch.demo_tokens),
         demo_mask=one(batch.demo_mask),
         sft_weight=one(batch.sft_weight),
@@ -667,7 +812,10 @@ def epoch(s: Setup, batch: Batch, carry: OptCarry, key: Array):
 
 
 def learn(s: Setup, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
-    """``rl.epochs`` epochs of minibatch updates; metrics averaged over all of them."""
+    """``rl.epochs`` epochs of minibatch updates; metrics averaged over all of them. During the
+    first ``critic_warmup`` steps only the value head learns."""
+    actor_on = (state.step >= s.spec.critic_warmup).astype(jnp.float32)
+    batch = batch._replace(actor_weight=batch.actor_weight * actor_on)
     key, key_epochs = jax.random.split(state.key)
     carry, m = jax.lax.scan(
         functools.partial(epoch, s, batch),
@@ -694,22 +842,59 @@ def rl_step(s: Setup, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
 # ---------------------------------------------------------------------------------------------
 
 
+class EvalSamples(NamedTuple):
+    """Sampled eval responses i32[n, m, R], correct bool[n, m], answer ids i32[n, m]."""
+
+    responses: Array
+    correct: Array
+    answers: Array
+
+
+def eval_samples(s: Setup, params: PolicyParams, num_prompts: int, num_samples: int, temperature):
+    """``num_samples`` responses to each of the first ``num_prompts`` eval prompts at
+    ``temperature`` (0: greedy) and ``eval.top_p``, scored by the verifier. The key is fixed, so
+    every evaluation (and every algorithm) uses the same sampling noise."""
+    split = s.eval_split
+    index = jnp.arange(num_prompts)
+    key = jax.random.PRNGKey(s.config.eval.seed)
+    resp = generate(s, params.lm, key, index, num_samples, temperature, split, s.config.eval.top_p)
+    flat = resp.reshape(num_prompts * num_samples, s.R)
+    probs = s.task.problems(split, jnp.repeat(index, num_samples))
+    correct = s.task.score(flat, probs).reshape(num_prompts, num_samples) > 0
+    answers = s.task.extract(flat, probs).reshape(num_prompts, num_samples)
+    return EvalSamples(resp, correct, answers)
+
+
+def temperature_tag(t: float) -> str:
+    """Metric suffix of an extra eval temperature: ``greedy`` or ``T0.6``."""
+    return "greedy" if t == 0 else f"T{t:g}"
+
+
 def evaluate(s: Setup, params: PolicyParams) -> dict[str, Array]:
     """pass@k (k up to n), maj@n, distinct correct answers and their share of all solutions,
-    response length, on the first ``eval.num_prompts`` prompts of the eval split."""
+    response length, on the first ``eval.num_prompts`` prompts of the eval split at
+    ``eval.temperature``; plus pass@1 (and maj@n when sampled) at each of
+    ``eval.extra_temperatures`` (0 = greedy, one sample), as ``eval/pass@1_greedy``,
+    ``eval/pass@1_T0.6``..."""
     config, split = s.config, s.eval_split
     n_eval = min(config.eval.num_prompts, len(split))
     n_samples = config.eval.num_samples
     eval_index = jnp.arange(n_eval)
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_samples} | {n_samples})
-    # A fixed key: every evaluation (and every algorithm) uses the same sampling noise.
-    key = jax.random.PRNGKey(config.eval.seed)
-    resp = generate(s, params.lm, key, eval_index, n_samples, config.eval.temperature, split)
-    flat = resp.reshape(n_eval * n_samples, s.R)
-    probs = s.task.problems(split, jnp.repeat(eval_index, n_samples))
-    correct = s.task.score(flat, probs).reshape(n_eval, n_samples) > 0
-    answers = s.task.extract(flat, probs).reshape(n_eval, n_samples)
+    n_main = 1 if config.eval.temperature == 0 else n_samples
+    resp, correct, answers = eval_samples(s, params, n_eval, n_main, config.eval.temperature)
+    correct = jnp.tile(correct, (1, n_samples // n_main))  # greedy: n identical samples
+    answers = jnp.tile(answers, (1, n_samples // n_main))
+    flat = resp.reshape(-1, s.R)
     out = {f"eval/pass@{k}": jnp.mean(metrics.pass_at_k_from_correct(correct, k)) for k in ks}
+    for t in config.eval.extra_temperatures:
+        n_t = 1 if t == 0 else n_samples
+        extra = eval_samples(s, params, n_eval, n_t, t)
+        out[f"eval/pass@1_{temperature_tag(t)}"] = jnp.mean(extra.correct)
+        if n_t > 1:
+            label_t, _, _ = rewards.majority_vote(extra.answers, extra.answers >= 0)
+            maj_t = jnp.any(extra.correct & (extra.answers == label_t[:, None]), axis=-1)
+            out[f"eval/maj@{n_t}_{temperature_tag(t)}"] = jnp.mean(maj_t.astype(jnp.float32))
     label, _, _ = rewards.majority_vote(answers, answers >= 0)
     maj_ok = jnp.any(correct & (answers == label[:, None]), axis=-1)
     out[f"eval/maj@{n_samples}"] = jnp.mean(maj_ok.astype(jnp.float32))
@@ -745,6 +930,7 @@ class Trainer(NamedTuple):
     rl_step: Callable  # state -> (state, metrics), jitted
     evaluate: Callable  # params -> metrics, jitted
     objective: Callable  # (params, Batch) -> (loss, metrics)
+    eval_samples: Callable  # (params, n prompts, m samples, temperature) -> EvalSamples
 
 
 def build(config, backend: Any = None) -> Trainer:
@@ -772,6 +958,7 @@ def build(config, backend: Any = None) -> Trainer:
         rl_step=jax.jit(bind(rl_step)),
         evaluate=jax.jit(bind(evaluate)),
         objective=bind(objective),
+        eval_samples=bind(eval_samples),
     )
 
 
@@ -869,13 +1056,69 @@ def tokens_per_step(trainer: Trainer) -> int:
     return rl.prompts_per_step * rl.group_size * trainer.task.response_len * gen_factor
 
 
+class UnfilledBatchError(RuntimeError):
+    """DAPO dynamic sampling could not fill the train batch within its generation budget."""
+
+
+def check_filled(trainer: Trainer, m: dict) -> None:
+    """Raises :class:`UnfilledBatchError` when dynamic sampling left train slots empty (DAPO
+    errors out there too) unless ``rl.allow_unfilled`` masks them instead."""
+    rl = trainer.config.rl
+    if trainer.spec.dynamic_sampling and not rl.allow_unfilled and m["train/valid_groups"] < 1:
+        raise UnfilledBatchError(
+            f"dynamic sampling filled {float(m['train/valid_groups']):.0%} of "
+            f"rl.prompts_per_step={rl.prompts_per_step} groups after rl.max_gen_batches="
+            f"{rl.max_gen_batches} batches of rl.gen_factor={rl.gen_factor} x prompts (too few "
+            "groups with mixed rewards); raise those, start from a stronger SFT policy, or set "
+            "rl.allow_unfilled=True to mask the empty slots"
+        )
+
+
 def timed_rl_step(trainer: Trainer, num_tokens: int, state: TrainState):
-    """One jitted RL step on the host, with its wall time and throughput added to the metrics."""
+    """One jitted RL step on the host, with its wall time and throughput added to the metrics;
+    raises :class:`UnfilledBatchError` on an unfilled dynamic-sampling batch."""
     t0 = time.perf_counter()
     state, m = trainer.rl_step(state)
     m = jax.device_get(m)
     dt = time.perf_counter() - t0
+    check_filled(trainer, m)
     return state, {**m, "perf/step_s": dt, "perf/tokens_per_s": num_tokens / dt}
+
+
+def log_rollouts(trainer: Trainer, params: PolicyParams, workdir: str, step: int) -> None:
+    """Rollout inspection: appends ``eval.num_samples`` sampled completions of each of the first
+    ``eval.log_prompts`` eval prompts (text, reward, answer id) to ``workdir/rollouts.jsonl``,
+    and a histogram of the per-prompt mean reward to TensorBoard (``workdir/tb_rollouts``)."""
+    ev = trainer.config.eval
+    n = min(ev.log_prompts, len(trainer.task.test if ev.split == "test" else trainer.task.train))
+    if n == 0:
+        return
+    m = 1 if ev.temperature == 0 else ev.num_samples
+    got = jax.device_get(trainer.eval_samples(params, n, m, ev.temperature))
+    split = trainer.task.test if ev.split == "test" else trainer.task.train
+    with open(os.path.join(workdir, "rollouts.jsonl"), "a") as f:
+        for i in range(n):
+            prompt = tasks.decode(np.asarray(split.prompts[i]))
+            for j in range(m):
+                row = {
+                    "step": step,
+                    "prompt_index": i,
+                    "prompt": prompt,
+                    "completion": tasks.decode(got.responses[i, j]),
+                    "reward": float(got.correct[i, j]),
+                    "answer": int(got.answers[i, j]),
+                }
+                f.write(json.dumps(row) + "\n")
+    writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tb_rollouts"))
+    writer.add_histogram("eval/group_mean_reward", np.mean(got.correct, axis=-1), step)
+    writer.close()
+
+
+def evaluate_and_log(trainer: Trainer, workdir: str, state: TrainState) -> dict:
+    """The ``evaluate`` hook of the run loop: :func:`evaluate` metrics plus rollout logs."""
+    out = trainer.evaluate(state.params)
+    log_rollouts(trainer, state.params, workdir, int(state.step))
+    return out
 
 
 def train_and_evaluate(
@@ -914,7 +1157,7 @@ def train_and_evaluate(
         num_updates=config.rl.num_updates,
         seed=config.seed,
         checkpoint_every=config.checkpoint_every,
-        evaluate=lambda s: trainer.evaluate(s.params),
+        evaluate=functools.partial(evaluate_and_log, trainer, workdir),
         eval_every=config.eval.every,
         plots={
             "accuracy.png": harness.Plot(

@@ -6,8 +6,17 @@ Presets:
   cpu_countdown   the same on the many-answers countdown task.
   cpu_ttrl        TTRL on the unlabelled arithmetic test prompts (majority-vote reward).
   gpu     a larger single-GPU run.
-Algorithms: ``--config.rl.algo=grpo|dr_grpo|dapo|gspo|cispo|reinforce|ppo|flowrl|hpt``; the
-Transformer baseline: ``--config.model.layer=transformer``.
+  arith_strong        issue 15 §4a: RL from a strong SFT start (600 SFT steps), lr 3e-4 with
+                      warm-up, 200 updates, eval on 512 prompts x 64 samples (pass@k, k <= 64),
+                      greedy and T = 0.6 too. Arms: sft_continued, grpo, dr_grpo, dapo, ppo,
+                      flowrl, hpt.
+  countdown_multi     §4b: countdown with 3 numbers, problems with >= 3 distinct solutions, so
+                      distinct correct answers per prompt have headroom (FlowRL's claim).
+  ttrl_strong         §4d: TTRL (GRPO + majority vote on the unlabelled test prompts) from the
+                      strong start; ``ttrl_strong_oracle``: the same with the true labels.
+Algorithms: ``--config.rl.algo=`` a name of ``flowrl.trainer.ALGORITHMS`` (grpo, dr_grpo, dapo,
+gspo, cispo, reinforce, ppo, flowrl, hpt, hpt_soft, sft_continued); the Transformer baseline:
+``--config.model.layer=transformer``.
 """
 
 from __future__ import annotations
@@ -59,17 +68,27 @@ def base() -> ml_collections.ConfigDict:
             "prompts_per_step": 16,  # P
             "group_size": 8,  # G (TTRL: the vote size N_vote)
             "train_group_size": 0,  # G_t trained on (TTRL's N_train); 0 = G
-            "temperature": 1.0,
+            "temperature": 1.0,  # rollout T; log-probs are scored at the same T
+            "top_p": 1.0,  # nucleus sampling of the rollouts (verl/DAPO: 1.0)
             "epochs": 1,
             "num_minibatches": 2,  # > 1 makes updates off-policy, so clips / w matter
-            "lr": 1e-3,  # small models: 1e-4..1e-3 (FLOWRL.md §8.2), not the LLM 1e-6
+            "lr": 1e-3,  # small models: 1e-4..1e-3 (FLOWRL.md §8.2); 1e-3 drifts (issue 15)
+            "lr_schedule": "constant",  # registry flowrl.trainer.LR_SCHEDULES
+            "lr_warmup_steps": 0,  # linear warm-up, optimizer steps (DAPO/FlowRL: 10)
+            "entropy_coef": -1.0,  # entropy bonus; < 0 = the algorithm's own (HPT 0.001, else 0)
             "z_lr_scale": 10.0,  # log Z head lr multiplier [Rec, FLOWRL.md §3.3]
             "max_grad_norm": 1.0,
             "weight_decay": 0.0,
             "reward": "verifier",  # or "majority_vote" (TTRL)
             "prompt_split": "train",  # TTRL: "test" (unlabelled test prompts)
-            "gen_factor": 2,  # DAPO dynamic sampling: prompts per generation batch / P
-            "max_gen_batches": 4,
+            "gen_factor": 3,  # DAPO dynamic sampling: prompts per generation batch / P (DAPO: 3)
+            "max_gen_batches": 10,  # DAPO max_num_gen_batches
+            "allow_unfilled": False,  # False: an unfilled batch raises (DAPO); True: mask slots
+            "overlong_buffer": 0,  # DAPO overlong shaping L_buf in tokens (L_max = R); 0 = off
+            "overlong_penalty": 1.0,  # DAPO overlong penalty factor
+            "kl_in_reward": 0.0,  # coefficient of -KL_t(pi_old || pi_ref) in the token rewards
+            "kl_in_reward_type": "k1",  # verl apply_kl_penalty default
+            "flowrl_weight": "",  # FlowRL w variant (flowrl.losses.FLOWRL_WEIGHTS); "" = paper_code
             # LossConfig overrides over the loss's published defaults (flowrl.losses).
             "loss": ml_collections.ConfigDict({"beta": 15.0}),
         }
@@ -80,7 +99,10 @@ def base() -> ml_collections.ConfigDict:
             "split": "test",
             "num_prompts": 128,
             "num_samples": 8,  # n for pass@k / maj@n / distinct answers
-            "temperature": 1.0,
+            "temperature": 1.0,  # 0 = greedy
+            "top_p": 1.0,  # HPT validation: T 0.6, top-p 0.95
+            "extra_temperatures": (),  # also pass@1 (and maj@n) at these; 0 = greedy
+            "log_prompts": 4,  # rollouts.jsonl / reward histogram: prompts per eval (0 = off)
             "seed": 12345,
         }
     )
@@ -143,13 +165,67 @@ def gpu() -> ml_collections.ConfigDict:
     return c
 
 
+def arith_strong() -> ml_collections.ConfigDict:
+    """Issue 15 §4a. Measured at this scale (issue 15): lr 1e-3 drifts (KL to ref 0.27); with lr
+    3e-4 and >= 150 updates from a 600-step SFT start GRPO went 0.829 -> 0.885 pass@1, FlowRL
+    -> 0.901; 128 eval prompts gave +-0.011 noise, hence 512."""
+    c = base()
+    c.checkpoint_every = 50
+    c.sft.steps = 600  # fixed documented SFT budget (pass@1 ~0.83 at this scale, issue 15)
+    c.rl.num_updates = 200
+    c.rl.lr = 3e-4
+    c.rl.lr_warmup_steps = 10  # DAPO / FlowRL scripts: 10 warm-up steps
+    c.eval.every = 50
+    c.eval.num_prompts = 512
+    c.eval.num_samples = 64  # pass@k for k = 1, 2, 4, ..., 64
+    c.eval.extra_temperatures = (0.0, 0.6)
+    return c
+
+
+def countdown_multi() -> ml_collections.ConfigDict:
+    """Issue 15 §4b: many correct answers per prompt (distinct_correct / solution_coverage)."""
+    c = arith_strong()
+    c.task = "countdown"
+    c.task_kwargs = ml_collections.ConfigDict({"n_numbers": 3, "min_solutions": 3})
+    return c
+
+
+def ttrl_strong() -> ml_collections.ConfigDict:
+    """Issue 15 §4d: TTRL from a start whose majority vote is mostly right (600 SFT steps);
+    train/label_accuracy and train/reward_accuracy are logged every step."""
+    c = arith_strong()
+    c.rl.algo = "grpo"
+    c.rl.reward = "majority_vote"
+    c.rl.prompt_split = "test"
+    c.rl.group_size = 16  # N_vote (TTRL: 64)
+    c.rl.train_group_size = 8  # N_train (TTRL: 32)
+    c.rl.loss = ml_collections.ConfigDict({"kl_coef": 0.001})  # TTRL: k3 KL 0.001 in the loss
+    return c
+
+
+def ttrl_strong_oracle() -> ml_collections.ConfigDict:
+    """Control for ``ttrl_strong``: GRPO on the same test prompts with the true labels."""
+    c = ttrl_strong()
+    c.rl.reward = "verifier"
+    return c
+
+
 PRESETS = {
     "smoke": smoke,
     "cpu": cpu,
     "cpu_countdown": cpu_countdown,
     "cpu_ttrl": cpu_ttrl,
     "gpu": gpu,
+    "arith_strong": arith_strong,
+    "countdown_multi": countdown_multi,
+    "ttrl_strong": ttrl_strong,
+    "ttrl_strong_oracle": ttrl_strong_oracle,
 }
+
+# Presets that fix their own algorithm (the sweep does not override rl.algo for them).
+FIXED_ALGO_PRESETS = ("cpu_ttrl", "ttrl_strong", "ttrl_strong_oracle")
+# Arms of issue 15 §4a/§4b.
+STRONG_START_ARMS = ("sft_continued", "grpo", "dr_grpo", "dapo", "ppo", "flowrl", "hpt")
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

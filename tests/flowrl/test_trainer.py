@@ -198,9 +198,11 @@ def test_config_errors():
 
 def test_smoke_preset_end_to_end(tmp_path):
     config = flowrl_configs.get_config("smoke")
+    config.eval.extra_temperatures = (0.0,)
     summary = TR.train_and_evaluate(config, str(tmp_path))
     final = summary["final_metrics"]
-    for k in ("eval/pass@1", "eval/pass@4", "eval/maj@4", "eval/distinct_correct"):
+    for k in ("eval/pass@1", "eval/pass@4", "eval/maj@4", "eval/distinct_correct",
+              "eval/pass@1_greedy"):  # fmt: skip
         assert 0.0 <= final[k] <= 4.0 and np.isfinite(final[k])
     for k in ("train/entropy", "train/kl_ref", "train/response_len", "perf/tokens_per_s"):
         assert np.isfinite(final[k])
@@ -208,6 +210,12 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert len(lines) == config.rl.num_updates
     start = json.load(open(os.path.join(tmp_path, "start_eval.json")))
     assert "eval/pass@1" in start
+    # Rollout inspection: log_prompts x num_samples rows per evaluation (steps 2 and 3).
+    rows = [json.loads(x) for x in open(os.path.join(tmp_path, "rollouts.jsonl"))]
+    per_eval = config.eval.log_prompts * config.eval.num_samples
+    assert sorted(Counter(r["step"] for r in rows).items()) == [(2, per_eval), (3, per_eval)]
+    assert all(r["prompt"].startswith("<bos>") and r["reward"] in (0.0, 1.0) for r in rows)
+    assert os.listdir(os.path.join(tmp_path, "tb_rollouts"))
 
 
 @pytest.mark.slow
@@ -237,19 +245,24 @@ def test_split_minibatches_keeps_each_group_with_its_demonstration():
         returns=seq2 + 30,
         old_logp=seq2 + 40,
         ref_logp=seq2 + 50,
+        old_values=seq2 + 90,
         rl_weight=group_of_row + 60,
+        actor_weight=group_of_row + 100,
         demo_tokens=jnp.broadcast_to(per_prompt[:, None], (Pn, R)),
         demo_mask=jnp.broadcast_to(per_prompt[:, None], (Pn, R)) + 70,
         sft_weight=per_prompt + 80,
     )
     out = TR.split_minibatches(s, batch, jax.random.PRNGKey(3))
-    offsets = dict(zip(TR.Batch._fields, (0, 10, 20, 30, 40, 50, 60, 0, 70, 80), strict=True))
+    offsets = dict(
+        zip(TR.Batch._fields, (0, 10, 20, 30, 40, 50, 90, 60, 100, 0, 70, 80), strict=True)
+    )
     groups = np.asarray(out.sft_weight) - 80  # [M, P / M] prompt of each demonstration row
     assert sorted(groups.ravel().tolist()) == list(range(Pn))
     for name in TR.Batch._fields:
         x = np.asarray(getattr(out, name)) - offsets[name]
         rows = Gt if name in ("tokens", "mask", "advantages", "returns", "old_logp",
-                              "ref_logp", "rl_weight") else 1  # fmt: skip
+                              "ref_logp", "old_values", "rl_weight",
+                              "actor_weight") else 1  # fmt: skip
         assert x.shape[:2] == (M, (Pn // M) * rows), name
         expect = np.repeat(groups, rows, axis=1)
         x = x.reshape(M, (Pn // M) * rows, -1)[..., 0]
