@@ -465,6 +465,12 @@ def make_setup(config, backend: Any = None) -> Setup:
             f"config.rl.overlong_buffer={config.rl.overlong_buffer} must be <= the task's "
             f"response length {task.response_len} (DAPO's L_buf <= L_max)"
         )
+    need = task.prompt_len + task.response_len
+    if config.model.max_len < need:
+        raise harness.ConfigError(
+            f"config.model.max_len={config.model.max_len} must be >= {need}, the task's prompt "
+            f"plus response length (the decode cache holds both)"
+        )
     splits = {"train": task.train, "test": task.test}
     P, G = config.rl.prompts_per_step, config.rl.group_size
     return Setup(

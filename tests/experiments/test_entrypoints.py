@@ -15,6 +15,7 @@ CASES = [
     ("adarl", [":smoke", "--config.algo=ppo"], "config.algo='ppo' is not allowed"),
     ("ssm", [":nope"], "unknown preset 'nope'; choose one of"),
     ("flowrl", [":nope"], "unknown preset 'nope'; choose one of"),
+    ("flowrl", [":smoke", "--config.model.max_len=4"], "config.model.max_len=4 must be >="),
 ]
 
 
