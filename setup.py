@@ -45,7 +45,7 @@ setup(
     description="AdaRL (adaptive low-rank robust RL), selective-scan SSMs and FlowRL in JAX",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["harness*", "adarl*", "ssm*", "flowrl*", "experiments*", "benchmarks*"]
+        include=["harness*", "adarl*", "ssm*", "flowrl*", "vla*", "experiments*", "benchmarks*"]
     ),
     package_data={"adarl": ["assets/*.xml"]},
     install_requires=INSTALL_REQUIRES,
