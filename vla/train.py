@@ -24,6 +24,7 @@ Evaluation decodes greedily on every scene and reports success per task.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, NamedTuple
@@ -143,18 +144,25 @@ def batch_size(config) -> int:
     return int(config.rl.gen_groups) * int(config.rl.group_size)
 
 
-def make_rollout_fn(model: lm.LM, rcfg: RolloutConfig, table: envs.Scene):
-    """One jitted rollout shared by demonstrations, RL and evaluation (a single MJX compile).
+@functools.lru_cache(maxsize=8)
+def make_rollout_fn(
+    model_config: lm.LMConfig, rcfg: RolloutConfig, tasks: tuple[str, ...], count: int, seed: int
+):
+    """One jitted rollout shared by demonstrations, RL and evaluation (a single MJX compile;
+    cached, so runs with the same model, tasks and scenes in one process share it).
 
-    ``(params [S, ...], bounds, scene_idx i32[S, R], keys [S], temperature f32[],
-    use_expert bool[]) -> Rollout`` with leaves [S, R, ...]; ``scene_idx`` indexes ``table``.
+    Returns ``(table, run)``: the candidate scene table ``envs.make_scenes(tasks, count, seed)``
+    and ``run(params [S, ...], bounds, scene_idx i32[S, R], keys [S], temperature f32[],
+    use_expert bool[]) -> Rollout`` with leaves [S, R, ...], ``scene_idx`` indexing ``table``.
     """
+    model = lm.LM(model_config)
+    table = envs.make_scenes(tasks, count, seed)
 
     def one(params, bounds, idx, key, temperature, use_expert):
         scenes = jax.tree.map(lambda x: x[idx], table)
         return rollout(model, params, bounds, scenes, key, temperature, use_expert, rcfg)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0, None, None)))
+    return table, jax.jit(jax.vmap(one, in_axes=(0, None, 0, 0, None, None)))
 
 
 def run_scenes(run, params, bounds, idx: np.ndarray, key, temperature, use_expert, size: int):
@@ -192,8 +200,9 @@ def build_setup(config) -> Setup:
     rcfg = rollout_config(config)
     model = policy.make_model(config.model, rcfg.obs_bins, rcfg.chunk)
     tasks, per_task = tuple(config.env.tasks), int(config.env.per_task)
-    table = envs.make_scenes(tasks, CANDIDATES * per_task, config.env.scene_seed)
-    run = make_rollout_fn(model, rcfg, table)
+    table, run = make_rollout_fn(
+        model.config, rcfg, tasks, CANDIDATES * per_task, int(config.env.scene_seed)
+    )
     params = jax.eval_shape(make_init(config, model, rcfg), jax.random.PRNGKey(0)).params
     params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
     idx, demos = _solved_scenes(config, run, params, batch_size(config))
