@@ -144,7 +144,8 @@ def success_predicate(
     """The tasks' success predicate on the simulator state (unbatched).
 
     Returns (success bool[], new stage bool[]); ``stage`` latches "puck in the goal region" for
-    ``push_reach``, whose success needs the stage first and then the gripper at the target.
+    ``push_reach``, whose success needs the puck to have reached the goal at an earlier step
+    (the stage comes first) and the gripper at the target now.
     """
     target = scene.targets[scene.colour]
     at_target = jnp.linalg.norm(gripper - target) < radius

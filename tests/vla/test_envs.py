@@ -27,6 +27,8 @@ def _scene(task: int, goal=(0.5, 0.0), colour=1):
         (2, (0.5, 0.5), (0.0, 0.0), False, False, False),  # target first: not yet
         (2, (0.5, 0.5), (0.0, 0.0), True, True, True),  # stage latched, then target
         (2, (0.0, 0.0), (0.5, 0.0), False, False, True),  # puck in goal: stage latches
+        (2, (0.5, 0.5), (0.5, 0.0), False, False, True),  # both at once: stage first
+        (2, (0.5, 0.5), (0.0, 0.0), False, False, False),  # target without the stage
     ],
 )
 def test_success_predicate(task, gripper, puck, stage, success, new_stage):
@@ -58,7 +60,7 @@ def test_expert_episodes_succeed_where_the_predicate_first_holds(trainer):
         target = sc["targets"][sc["colour"]]
         at_target = np.linalg.norm(g - target, axis=-1) < 0.1
         in_goal = np.linalg.norm(p - sc["goal"], axis=-1) < 0.1
-        stage = np.maximum.accumulate(in_goal)
+        stage = np.concatenate([[False], np.maximum.accumulate(in_goal)[:-1]])  # earlier steps
         ok = [at_target, in_goal, stage & at_target][sc["task"]]
         assert int(np.argmax(ok)) + 1 == int(demos.finish_step[i])
         assert int(demos.finish_step[i]) <= sc["max_steps"]
