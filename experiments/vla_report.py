@@ -54,16 +54,35 @@ def markdown(arms: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+def behaviour_markdown(path: str) -> str:
+    """Demonstrations vs the SFT and final policies of one run: success, finish step of
+    successes, contact steps and off-axis contact fraction per task (mean over seeds)."""
+    with open(os.path.join(path, "analysis.json")) as f:
+        report = json.load(f)
+    keys = ("success", "finish_step_of_successes", "contact_steps", "off_axis_contact_frac")
+    lines = ["| policy | task | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    for label in ("demo", "sft", "final"):
+        stats = report[f"{label}_behaviour"]
+        stats = stats if isinstance(stats, list) else [stats]
+        for task in report["tasks"]:
+            vals = [np.nanmean([s[task][k] for s in stats]) for k in keys]
+            lines.append(f"| {label} | {task} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arm", action="append", default=[], help="name=RUN[:sft]")
+    parser.add_argument("--behaviour", default=None, help="RUN: print its behaviour table")
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_args()
     arms = {}
     for item in args.arm:
         name, _, spec = item.partition("=")
         arms[name] = load_arm(spec)
-    table = markdown(arms)
+    table = markdown(arms) if arms else ""
+    if args.behaviour:
+        table += ("\n\n" if table else "") + behaviour_markdown(args.behaviour)
     print(table)
     if args.out:
         with open(args.out, "w") as f:
