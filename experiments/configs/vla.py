@@ -80,6 +80,10 @@ def base() -> ml_collections.ConfigDict:
 
 def cpu() -> ml_collections.ConfigDict:
     c = base()
+    c.rl.num_updates = 25
+    c.rl.train_groups = 8
+    c.rl.num_minibatches = 4  # 4 PPO mini-batches of 2 groups each (paper: 512 / 128)
+    c.rl.lr = 1e-3
     # After SFT on one demonstration per task only the demonstrated scenes have mixed groups at
     # first, so a bounded refill can come up short; "mask" trains on the filled groups and logs
     # ds/filled instead of stopping the run (base() keeps the strict "error").
