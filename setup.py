@@ -59,6 +59,7 @@ setup(
             "flowrl*",
             "hypotheses*",
             "opera*",
+            "vla*",
             "experiments*",
             "benchmarks*",
         ]
