@@ -246,15 +246,18 @@ def min_bytes(
     gated: bool = False,
     backward: bool = False,
 ) -> int:
-    """Minimum HBM bytes a fused kernel must move (SSM.md §6).
+    """Minimum HBM bytes a fused kernel must move (SSM.md §6, corrected for this kernel).
 
-    Forward: read u, delta (and z), B, C; write y: ``s b L (3D + 2N)``, or ``s b L (5D + 2N)``
-    with z (the CUDA kernel writes out and out_z). With ``backward`` the fused backward's
-    minimum is added (this codebase's extension of §6): read u, delta, dy (and z), B, C; write
-    du, ddelta (and dz), dB, dC: ``s b L (5D + 4N)``, or ``(7D + 4N)`` with z.
+    Forward: read u, delta (and z), B, C; write y: ``s b L (3D + 2N)``, or ``s b L (4D + 2N)``
+    with z. (SSM.md §6 counts ``5D`` with z because the CUDA kernel also writes ``out_z``; the
+    Pallas kernel writes only the gated y, so ``5D`` would overstate its GB/s by ~24% at
+    D = 1536, N = 16.) With ``backward`` the fused backward's minimum is added (this codebase's
+    extension of §6): read u, delta, dy (and z), B, C; write du, ddelta (and dz), dB, dC:
+    ``s b L (5D + 4N)``, or ``(7D + 4N)`` with z. A, D, delta_bias and the per-chunk states are
+    O(D N) per chunk and left out.
     """
     s = itemsize
-    fwd = s * batch * length * ((5 if gated else 3) * d_inner + 2 * d_state)
+    fwd = s * batch * length * ((4 if gated else 3) * d_inner + 2 * d_state)
     if not backward:
         return fwd
     return fwd + s * batch * length * ((7 if gated else 5) * d_inner + 4 * d_state)

@@ -438,6 +438,26 @@ def test_seq_idx_changes_the_result_and_is_validated():
         scan.selective_scan(*args, seq_idx=jnp.zeros((2, 13), jnp.float32))
 
 
+@pytest.mark.parametrize("method", scan.methods())
+def test_softplus_above_20_takes_the_identity_branch(method):
+    """delta + delta_bias > 20 at a third of the entries: softplus(x) must be x there (the CUDA
+    kernel's ``x <= 20 ? log1p(exp(x)) : x``), checked against a numpy value and against "ref"
+    (outputs, state, every gradient)."""
+    inputs = make_inputs(13, 2, 9, 8, 3, with_z=False)
+    inputs["delta"] = inputs["delta"].at[:, ::3].add(30.0)
+    inputs["A"] = inputs["A"] * 0.05  # keep exp(dt A) away from 0 so h_{t-1} still matters
+    check_against_ref(method, inputs, True, jnp.float32, chunk_size=4)
+    # Single step from h = 0: y = softplus(x) u <B, C> + D u, with softplus(x) = x for x > 20.
+    one = {k: (v[:, :1] if k in ("u", "delta", "B", "C") else v) for k, v in inputs.items()}
+    y = forward(method, True, 4)(*args_of(one))[0]
+    x = np.asarray(one["delta"] + one["delta_bias"], np.float64)[:, 0]
+    assert x.min() > 20
+    u = np.asarray(one["u"], np.float64)[:, 0]
+    bc = np.sum(np.asarray(one["B"] * one["C"], np.float64)[:, 0], axis=-1, keepdims=True)
+    expected = x * u * bc + np.asarray(one["D"], np.float64) * u
+    np.testing.assert_allclose(np.asarray(y)[:, 0], expected, rtol=1e-5, atol=1e-4)
+
+
 def test_selective_state_update_steps_equal_full_scan():
     """Decoding token by token from h = 0 reproduces the full scan and its last state."""
     inputs = make_inputs(11, 2, 17, 8, 4, groups=2)
@@ -587,6 +607,7 @@ def test_bad_step_inputs_raise_value_error(name, changes, msg):
 def test_min_bytes_matches_ssm_md_worked_example():
     # SSM.md §6: 2 * 8 * 2048 * (3 * 1536 + 2 * 16) = 152,043,520 bytes (bf16, no z).
     assert scan.min_bytes(8, 2048, 1536, 16, 2) == 2 * 8 * 2048 * (3 * 1536 + 2 * 16)
-    # With z: 5D + 2N. Backward adds s b L (5D + 4N) (7D with z).
-    assert scan.min_bytes(1, 10, 4, 2, 4, gated=True) == 4 * 10 * (20 + 4)
+    # With z: 4D + 2N (read z, write only the gated y). Backward adds s b L (5D + 4N) (7D with z).
+    assert scan.min_bytes(1, 10, 4, 2, 4, gated=True) == 4 * 10 * (16 + 4)
+    assert scan.min_bytes(1, 10, 4, 2, 4, gated=True, backward=True) == 4 * 10 * (20 + 28 + 8)
     assert scan.min_bytes(1, 10, 4, 2, 4, backward=True) == 4 * 10 * (12 + 4 + 20 + 8)
