@@ -31,9 +31,15 @@ of T and padded steps use dt = 0), no value slicing, no scanned ``lax.scan`` inp
 ``CompilerParams`` passed explicitly because JAX 0.10.2 otherwise selects Mosaic GPU, which fails
 for this kernel.
 
-Backward: a ``jax.custom_vjp`` whose backward recomputes through the pure-JAX chunked scan
-(``ssm.scan_xla.selective_scan_chunked``), the option SSM.md §5.4 calls "simplest correct". A
-reverse-time Pallas backward kernel is not written yet.
+Backward (``jax.custom_vjp``, :func:`selective_scan_pallas_bwd`), grid (b, D/bd, L/T) with a
+short T (:data:`BWD_CONFIG`): (1) the forward state pass saves each chunk's entry state
+(f32[b, L/T, D, N], T times smaller than the full state) after an XLA scan over chunk carries;
+(2) a reverse chunk-adjoint kernel gives each chunk's outgoing adjoint from a zero end adjoint,
+and a reverse XLA scan turns those into the adjoint arriving at each chunk's end (and dh0);
+(3) the gradient kernel recomputes the chunk's T states from its entry state in registers (a
+Python-unrolled loop: no Ā inversion, SSM.md §5.4) and walks back, writing du, ddelta, dz, dB/dC
+rows summed over its channels, and partial sums of dA, dD, ddelta_bias that XLA adds up. The
+recompute through the chunked XLA scan stays as ``backward="xla"`` (the reference).
 
 Not verified: PTX compilation and speed (no GPU was available; only the CUDA lowering through
 ``jax.export(platforms=["cuda"])`` and the Triton IR it carries are checked in the tests).
@@ -47,6 +53,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
@@ -345,11 +352,228 @@ def selective_scan_pallas_fwd(
     return y[:, :length], h_out[:, -1, :, :d_state]
 
 
+# --------------------------------------------------------------------------------------------
+# Backward: chunk adjoints (reverse), a scan over chunk carries, and a fused gradient kernel.
+# --------------------------------------------------------------------------------------------
+
+# Backward launch parameters (HEURISTIC, NOT MEASURED): the gradient kernel unrolls its chunk of
+# ``chunk`` steps twice in Python (recompute forward, then reverse) and keeps the chunk's
+# states in registers, so the chunk is short; entry states are saved every ``chunk`` steps.
+BWD_CONFIG = KernelConfig(block_d=16, chunk=16, unroll=1, num_warps=4, num_stages=1)
+
+
+def _step_size(delta_t, bias, delta_softplus, valid):
+    """(dt, d dt / d delta) of one step, f32[bd]; 0 on padded steps."""
+    x = delta_t.astype(jnp.float32) + bias
+    if delta_softplus:
+        dt = jnp.where(x <= 20.0, jnp.log1p(jnp.exp(x)), x)
+        dsp = jnp.where(x <= 20.0, 1.0 - jnp.exp(-dt), 1.0)  # sigmoid(x) = 1 - exp(-softplus)
+    else:
+        dt, dsp = x, jnp.ones_like(x)
+    return jnp.where(valid, dt, 0.0), jnp.where(valid, dsp, 0.0)
+
+
+def _gated_dy(dy_t, z_ref, t, gated):
+    """(dy * silu(z), sigmoid(z), z) in f32, or (dy, None, None) without a gate."""
+    dy = dy_t.astype(jnp.float32)
+    if not gated:
+        return dy, None, None
+    z = z_ref[t, :].astype(jnp.float32)
+    sig = 1.0 / (1.0 + jnp.exp(-z))
+    return dy * z * sig, sig, z
+
+
+def _adjoint_kernel(
+    dt_ref, a_ref, c_ref, bias_ref, keep_ref, dy_ref, *rest, chunk, length, delta_softplus, gated
+):
+    """Reverse pass of one chunk from a zero adjoint at its end: writes ``g``, the adjoint that
+    leaves the chunk towards h_{start-1}: ``lam_t = C_t dy'_t + Abar_{t+1} lam_{t+1}``,
+    ``g = keep_s Abar_s lam_s`` (SSM.md §5.4 backward). Refs as :func:`_chunk_kernel`."""
+    z_ref, g_ref = rest if gated else (None, *rest)
+    a2 = a_ref[...].astype(jnp.float32) * LOG2E
+    bias = bias_ref[...].astype(jnp.float32)
+    t0 = pl.program_id(2) * chunk
+
+    def step(k, g):
+        t = chunk - 1 - k
+        dt, _ = _step_size(dt_ref[t, :], bias, delta_softplus, t0 + t < length)
+        dyp, _, _ = _gated_dy(dy_ref[t, :], z_ref, t, gated)
+        lam = g + dyp[:, None] * c_ref[t, :].astype(jnp.float32)[None, :]
+        return keep_ref[t, :][:, None] * jnp.exp2(dt[:, None] * a2) * lam
+
+    g_ref[...] = lax.fori_loop(0, chunk, step, jnp.zeros(g_ref.shape, jnp.float32))
+
+
+def _grad_kernel(
+    u_ref, dt_ref, a_ref, b_ref, c_ref, d_ref, bias_ref, h_ref, keep_ref, dy_ref, g_ref, *rest,
+    chunk, length, delta_softplus, gated,
+):  # fmt: skip
+    """Gradients of one chunk: recompute its states from the saved entry state ``h`` (Python
+    loop, kept in registers), then walk back from ``g`` (the adjoint arriving from later
+    chunks). Writes du, ddelta (and dz) rows, dB/dC rows summed over this program's channels,
+    and this program's partial sums of dA [bd, N], dD and ddelta_bias [bd]."""
+    if gated:
+        z_ref, du_ref, ddt_ref, dz_ref, db_ref, dc_ref, da_ref, dd_ref, dbias_ref = rest
+    else:
+        z_ref = dz_ref = None
+        du_ref, ddt_ref, db_ref, dc_ref, da_ref, dd_ref, dbias_ref = rest
+    a = a_ref[...].astype(jnp.float32)
+    d_skip = d_ref[...].astype(jnp.float32)
+    bias = bias_ref[...].astype(jnp.float32)
+    t0 = pl.program_id(2) * chunk
+    h, saved = h_ref[...], []
+    for t in range(chunk):  # forward recompute; no state leaves the registers
+        dt, dsp = _step_size(dt_ref[t, :], bias, delta_softplus, t0 + t < length)
+        u_t, b_t = u_ref[t, :].astype(jnp.float32), b_ref[t, :].astype(jnp.float32)
+        decay = jnp.exp2(dt[:, None] * (a * LOG2E))
+        h_prev = h * keep_ref[t, :][:, None]
+        h = decay * h_prev + (dt * u_t)[:, None] * b_t[None, :]
+        saved.append((dt, dsp, u_t, b_t, decay, h_prev, h))
+    lam, da = g_ref[...], jnp.zeros_like(a)
+    dd, dbias = jnp.zeros_like(d_skip), jnp.zeros_like(bias)
+    for t in reversed(range(chunk)):
+        dt, dsp, u_t, b_t, decay, h_prev, h = saved[t]
+        c_t = c_ref[t, :].astype(jnp.float32)
+        dyp, sig, z = _gated_dy(dy_ref[t, :], z_ref, t, gated)
+        if gated:
+            y = jnp.sum(h * c_t[None, :], axis=1) + d_skip * u_t
+            dsilu = sig * (1.0 + z * (1.0 - sig))
+            dz_ref[t, :] = (dy_ref[t, :].astype(jnp.float32) * y * dsilu).astype(dz_ref.dtype)
+        lam = lam + dyp[:, None] * c_t[None, :]
+        dc_ref[t, :] = jnp.sum(dyp[:, None] * h, axis=0)
+        db_ref[t, :] = jnp.sum(lam * (dt * u_t)[:, None], axis=0)
+        lam_b = jnp.sum(lam * b_t[None, :], axis=1)
+        du_ref[t, :] = (lam_b * dt + d_skip * dyp).astype(du_ref.dtype)
+        dx = (jnp.sum(lam * a * decay * h_prev, axis=1) + u_t * lam_b) * dsp
+        ddt_ref[t, :] = dx.astype(ddt_ref.dtype)
+        da = da + lam * dt[:, None] * decay * h_prev
+        dd, dbias = dd + dyp * u_t, dbias + dx
+        lam = keep_ref[t, :][:, None] * decay * lam
+    da_ref[...], dd_ref[...], dbias_ref[...] = da, dd, dbias
+
+
+def _chunk_exit_adjoints(g_local, decay, dlast):
+    """Reverse scan over chunk carries: the adjoint arriving at chunk c's last state,
+    ``g_in[n-1] = dlast``, ``g_in[c] = g_local[c+1] + decay[c+1] g_in[c+1]``; and the adjoint of
+    the initial state ``g_local[0] + decay[0] g_in[0]``. f32[b, n_chunks, D, N]."""
+
+    def step(g, xs):
+        g_loc, dec = xs
+        return g_loc + dec * g, g
+
+    dh0, g_in = lax.scan(
+        step, dlast, (jnp.moveaxis(g_local, 1, 0), jnp.moveaxis(decay, 1, 0)), reverse=True
+    )
+    return jnp.moveaxis(g_in, 0, 1), dh0
+
+
+def _bwd_specs(bd, T, n_k, per_group):
+    sq = pl.squeezed
+    return dict(
+        row=pl.BlockSpec((sq, T, bd), lambda i, j, c: (i, c, j)),
+        a=pl.BlockSpec((bd, n_k), lambda i, j, c: (j, 0)),
+        bc=pl.BlockSpec((sq, T, sq, n_k), lambda i, j, c: (i, c, (j * bd) // per_group, 0)),
+        vec=pl.BlockSpec((bd,), lambda i, j, c: (j,)),
+        state=pl.BlockSpec((sq, sq, bd, n_k), lambda i, j, c: (i, c, j, 0)),
+        keep=pl.BlockSpec((sq, T, 1), lambda i, j, c: (i, c, 0)),
+        rows_n=pl.BlockSpec((sq, sq, T, n_k), lambda i, j, c: (i, j, c, 0)),
+        chunk_vec=pl.BlockSpec((sq, sq, bd), lambda i, j, c: (i, c, j)),
+    )
+
+
+def _assemble_bc(part, ref, length, d_state):
+    """Per-program dB or dC rows f32[b, D/bd, Lp, N_k] -> the cotangent of B or C."""
+    batch, n_prog = part.shape[:2]
+    groups = scan_xla.as_grouped(ref).shape[2]
+    g = part.reshape((batch, groups, n_prog // groups) + part.shape[2:]).sum(axis=2)
+    g = jnp.moveaxis(g, 1, 2)[:, :length, :, :d_state]
+    return (g if ref.ndim == 4 else g[:, :, 0]).astype(ref.dtype)
+
+
+def selective_scan_pallas_bwd(operands, cotangents, *, delta_softplus, interpret, config=None):
+    """Fused backward: cotangents of (u, delta, A, B, C, D, z, delta_bias, initial_state,
+    seq_idx) given (dy, dlast_state). Four launches over the grid (b, D/bd, L/T): the forward
+    state pass (entry states every T steps), the reverse chunk-adjoint pass, two tiny XLA scans
+    over the chunk carries, and the gradient kernel; no f32[b, L, D, N] tensor is formed."""
+    u, delta, A, B, C, D, z, delta_bias, h0, seq_idx = operands
+    dy, dlast = cotangents
+    cfg = BWD_CONFIG if config is None else config
+    batch, length, d_inner = u.shape
+    d_state = A.shape[1]
+    T = min(cfg.chunk, length)
+    cfg = cfg._replace(chunk=T, unroll=1)
+    prep = _prepare(u, delta, A, B, C, D, z, delta_bias, seq_idx, T)
+    bd = _pow2_block(d_inner, prep.per_group, cfg.block_d)
+    n_k, nc = prep.n_k, prep.n_chunks
+    pad_n = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, n_k - d_state)])
+    h_init = pad_n(scan_xla.initial_h(h0, batch, d_inner, d_state))
+    zeros = jnp.zeros((batch, nc, d_inner, n_k), jnp.float32)
+    launch = functools.partial(
+        _launch, prep, cfg=cfg, bd=bd, length=length, delta_softplus=delta_softplus,
+        interpret=interpret, dtype=u.dtype,
+    )  # fmt: skip
+    h_local, decay = launch(zeros, emit_y=False)
+    h_in = _chunk_entry_states(h_local, decay, h_init)
+    u_p, delta_p, A_k, Bg, Cg, D_k, bias_k, keep_k, *z_p = prep.args
+    dy_p = jnp.pad(dy, [(0, 0), (0, prep.length_p - length), (0, 0)])
+    sp = _bwd_specs(bd, T, n_k, prep.per_group)
+    grid = (batch, d_inner // bd, nc)
+    params = pltriton.CompilerParams(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    common = dict(chunk=T, length=length, delta_softplus=delta_softplus, gated=bool(z_p))
+    g_local = pl.pallas_call(
+        functools.partial(_adjoint_kernel, **common),
+        out_shape=jax.ShapeDtypeStruct(zeros.shape, jnp.float32),
+        grid=grid,
+        in_specs=[sp["row"], sp["a"], sp["bc"], sp["vec"], sp["keep"], sp["row"]]
+        + [sp["row"]] * len(z_p),
+        out_specs=sp["state"],
+        interpret=interpret,
+        compiler_params=params,
+        name="selective_scan_bwd_chunk_adjoints",
+    )(delta_p, A_k, Cg, bias_k, keep_k, dy_p, *z_p)
+    g_in, dh0 = _chunk_exit_adjoints(g_local, decay, pad_n(dlast.astype(jnp.float32)))
+    row = lambda dt: jax.ShapeDtypeStruct(u_p.shape, dt)
+    rows_n = jax.ShapeDtypeStruct((batch, d_inner // bd, prep.length_p, n_k), jnp.float32)
+    chunk_vec = jax.ShapeDtypeStruct((batch, nc, d_inner), jnp.float32)
+    out_shape = [row(u.dtype), row(delta.dtype)] + [row(x.dtype) for x in z_p]
+    out_shape += [rows_n, rows_n, jax.ShapeDtypeStruct(zeros.shape, jnp.float32)]
+    out_shape += [chunk_vec, chunk_vec]
+    outs = pl.pallas_call(
+        functools.partial(_grad_kernel, **common),
+        out_shape=tuple(out_shape),
+        grid=grid,
+        in_specs=[sp["row"], sp["row"], sp["a"], sp["bc"], sp["bc"], sp["vec"], sp["vec"]]
+        + [sp["state"], sp["keep"], sp["row"], sp["state"]]
+        + [sp["row"]] * len(z_p),
+        out_specs=tuple(
+            [sp["row"]] * (2 + len(z_p))
+            + [sp["rows_n"], sp["rows_n"], sp["state"], sp["chunk_vec"], sp["chunk_vec"]]
+        ),
+        interpret=interpret,
+        compiler_params=params,
+        name="selective_scan_bwd",
+    )(u_p, delta_p, A_k, Bg, Cg, D_k, bias_k, h_in, keep_k, dy_p, g_in, *z_p)
+    du, ddelta, *dz, db, dc, da, dd, dbias = outs
+    vec = lambda x, ref: None if ref is None else x.sum(axis=(0, 1)).astype(ref.dtype)
+    return (
+        du[:, :length],
+        ddelta[:, :length],
+        da.sum(axis=(0, 1))[:, :d_state].astype(A.dtype),
+        _assemble_bc(db, B, length, d_state),
+        _assemble_bc(dc, C, length, d_state),
+        vec(dd, D),
+        dz[0][:, :length] if dz else None,
+        vec(dbias, delta_bias),
+        None if h0 is None else dh0[..., :d_state].astype(h0.dtype),
+        None if seq_idx is None else np.zeros(seq_idx.shape, jax.dtypes.float0),
+    )
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _scan_vjp(
     static, interpret, chunk_size, delta_softplus, u, delta, A, B, C, D, z, delta_bias, h0, seq_idx
 ):
-    config = static
+    config = static[0]
     return selective_scan_pallas_fwd(
         u,
         delta,
@@ -373,8 +597,17 @@ def _scan_fwd(static, interpret, chunk_size, delta_softplus, *operands):
 
 
 def _scan_bwd(static, interpret, chunk_size, delta_softplus, operands, cotangents):
-    """Recompute through the chunked scan (same math, f32) and pull back (dy, dlast_state)."""
-    del static, interpret
+    """The fused Pallas backward, or (``backward="xla"``) a recompute through the chunked XLA
+    scan (same math, f32) pulled back by ``jax.vjp``."""
+    _, backward, bwd_config = static
+    if backward == "pallas":
+        return selective_scan_pallas_bwd(
+            operands,
+            cotangents,
+            delta_softplus=delta_softplus,
+            interpret=interpret,
+            config=bwd_config,
+        )
 
     def chunked(*ops):
         *ops, h0, seq_idx = ops
@@ -409,8 +642,10 @@ def selective_scan_pallas(
     initial_state=None,
     seq_idx=None,
     config: KernelConfig | None = None,
+    backward: str = "pallas",
+    bwd_config: KernelConfig | None = None,
 ):
-    """Differentiable fused selective scan: Pallas forward, recomputing chunked backward.
+    """Differentiable fused selective scan: Pallas forward and backward kernels.
 
     Signature of the ``ssm.scan`` back-end registry; use it through
     ``ssm.scan.selective_scan(..., method="pallas")``, which validates the inputs.
@@ -423,13 +658,19 @@ def selective_scan_pallas(
       interpret: run the kernel in Pallas interpret mode (CPU); ``None`` means iff the default
         backend is the CPU.
       config: launch parameters (:class:`KernelConfig`); ``None`` picks :func:`pick_config`.
+      backward: "pallas" (the fused backward kernels, :data:`BWD_CONFIG`) or "xla" (recompute
+        through ``scan_xla.selective_scan_chunked``, the reference backward).
+      bwd_config: launch parameters of the Pallas backward (``block_d``, ``chunk``: steps
+        between saved entry states, ``num_warps``, ``num_stages``); ``None``: :data:`BWD_CONFIG`.
 
     Returns:
       (y [b, L, D] in u.dtype, last_state f32[b, D, N]).
     """
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-    static = config
+    if backward not in ("pallas", "xla"):
+        raise ValueError(f"backward must be 'pallas' or 'xla', got {backward!r}")
+    static = (config, backward, bwd_config)
     return _scan_vjp(
         static,
         bool(interpret),
