@@ -31,7 +31,8 @@ Back-ends (``method=``), all jit-able, vmap-able and differentiable with respect
 * ``"chunked"``: ``lax.scan`` over chunks of ``chunk_size`` steps carrying h, associative scan
   inside each chunk, rematerialised (``jax.checkpoint``) so neither the forward nor the backward
   pass holds more than f32[b, chunk_size, D, N] plus the per-chunk carries f32[b, L/T, D, N]/T.
-* ``"pallas"``: the fused kernel of :mod:`ssm.pallas_scan`.
+* ``"pallas"``: the fused forward and backward kernels of :mod:`ssm.pallas_scan`
+  (chunk-parallel over L; block sizes from its ``TUNING`` table).
 
 The XLA back-ends, validation and shared f32 pieces live in :mod:`ssm.scan_xla` (which
 :mod:`ssm.pallas_scan` also builds on); this module is the dispatcher: the back-end registry,
@@ -127,8 +128,9 @@ def selective_scan(
       delta_softplus: apply ``softplus`` to ``delta + delta_bias``.
       return_last_state: also return the final state.
       method: back-end name, one of :func:`methods` ("ref", "associative", "chunked", "pallas").
-      chunk_size: time steps per chunk for "chunked" (and the Pallas backward, which recomputes
-        through "chunked").
+      chunk_size: time steps per chunk for "chunked" (and for the Pallas back-end's reference
+        backward, ``pallas_scan.selective_scan_pallas(..., backward="xla")``; the registered
+        "pallas" method uses the fused backward kernels, whose chunk is ``BWD_CONFIG``).
       interpret: Pallas only; ``None`` means interpret mode iff the default backend is the CPU.
       initial_state: optional f32[batch, d_inner, d_state] state h_{-1} (upstream starts from
         zero and has no such argument; SSM.md §5.1 asks for an optional h0). Splitting a sequence

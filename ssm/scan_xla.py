@@ -1,8 +1,8 @@
 r"""The pure-JAX selective scan: input validation, the shared f32 pieces, and the XLA back-ends.
 
 The dispatcher :mod:`ssm.scan` (``selective_scan(..., method=...)``) registers the back-ends
-defined here next to the fused Pallas kernel of :mod:`ssm.pallas_scan`, which reuses this
-module's helpers and recomputes its backward pass through :func:`selective_scan_chunked`. This
+defined here next to the fused Pallas kernels of :mod:`ssm.pallas_scan`, which reuse this
+module's helpers and keep :func:`selective_scan_chunked` as their reference backward. This
 module imports neither, so the dependency points one way: scan -> {pallas_scan, scan_xla},
 pallas_scan -> scan_xla. Math and shapes: see :mod:`ssm.scan`.
 
