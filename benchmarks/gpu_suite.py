@@ -88,11 +88,11 @@ SUBPROCESS_ROWS = {
     "sac": (
         "benchmarks.sac",
         ["--skip_brax", "--num_envs", "1024", "--repeats", "3"],
-        ["--quick", "--skip_brax", "--num_envs", "2", "--steps", "2", "--repeats", "1",
+        ["--skip_brax", "--num_envs", "2", "--steps", "2", "--repeats", "1",
          "--prefill", "32", "--batch_size", "8", "--grad_updates", "1",
          "--episode_length", "10"],
         90,
-        60,
+        180,
     ),
     "flowrl": (
         "benchmarks.flowrl_step",
