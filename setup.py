@@ -3,7 +3,9 @@
 Version bounds are the ranges this repository was tested with (see README, "Tested with").
 
 * JAX is held below 0.11: the selective-scan Pallas kernel (``ssm/pallas_scan.py``) lowers
-  through the Pallas Triton backend, which JAX deprecates from 0.11 on. JAX 0.10 removed
+  through the Pallas Triton backend, which JAX deprecates from 0.11 on (the kernels pass
+  Triton ``CompilerParams`` explicitly and use only APIs documented for 0.11, but have not run
+  on 0.11; see docs_proposals/i16-scan.md). JAX 0.10 removed
   ``jax.device_put_replicated``, which brax 0.14's training agents still call; we never call
   brax's trainers on the library path, and ``benchmarks/sac.py`` carries a small shim for it.
 * MuJoCo / MJX / Playground are tested at mujoco 4.0, mujoco-mjx 3.17 and playground 0.2.

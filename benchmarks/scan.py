@@ -7,7 +7,8 @@ repeats, and reports
 
 * time (ms, median) and the min/max of the repeats;
 * achieved GB/s against the minimum bytes a fused kernel must move, ``ssm.scan.min_bytes``
-  (SSM.md §6: ``s b L (5D + 2N)`` forward with z; forward+backward adds ``s b L (7D + 4N)``);
+  (``s b L (4D + 2N)`` forward with z: read u, delta, z, B, C, write y; forward+backward
+  adds ``s b L (7D + 4N)``);
 * giga-elements/s, ``b L D N / t``;
 * the same GB/s as a percentage of a copy bandwidth measured in the same run (read + write of
   an f32 elementwise op), the practical roofline;
@@ -253,7 +254,7 @@ def main(argv=None):
         chunk_size=args.chunk_size,
         wall_s=wall,
         workload="selective_scan with D, z, delta_bias, delta_softplus=True; loss sum(y)",
-        bytes_formula="fwd s*b*L*(5D+2N); fwd+bwd adds s*b*L*(7D+4N) (ssm.scan.min_bytes)",
+        bytes_formula="fwd s*b*L*(4D+2N); fwd+bwd adds s*b*L*(7D+4N) (ssm.scan.min_bytes)",
         interpret_max_elems=INTERPRET_MAX_ELEMS,
         copy_gbps=copy_gbps,
     )

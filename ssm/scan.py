@@ -31,7 +31,8 @@ Back-ends (``method=``), all jit-able, vmap-able and differentiable with respect
 * ``"chunked"``: ``lax.scan`` over chunks of ``chunk_size`` steps carrying h, associative scan
   inside each chunk, rematerialised (``jax.checkpoint``) so neither the forward nor the backward
   pass holds more than f32[b, chunk_size, D, N] plus the per-chunk carries f32[b, L/T, D, N]/T.
-* ``"pallas"``: the fused kernel of :mod:`ssm.pallas_scan`.
+* ``"pallas"``: the fused forward and backward kernels of :mod:`ssm.pallas_scan`
+  (chunk-parallel over L; block sizes from its ``TUNING`` table).
 
 The XLA back-ends, validation and shared f32 pieces live in :mod:`ssm.scan_xla` (which
 :mod:`ssm.pallas_scan` also builds on); this module is the dispatcher: the back-end registry,
@@ -61,7 +62,7 @@ Array = jax.Array
 # --------------------------------------------------------------------------------------------
 # Back-ends. Uniform signature:
 #   fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, interpret, *,
-#      initial_state=None) -> (y [b, L, D] in u.dtype, last_state f32[b, D, N])
+#      initial_state=None, seq_idx=None) -> (y [b, L, D] in u.dtype, last_state f32[b, D, N])
 # B and C arrive as [b, L, N] or grouped [b, L, G, N].
 # --------------------------------------------------------------------------------------------
 
@@ -110,6 +111,7 @@ def selective_scan(
     chunk_size: int = 64,
     interpret: bool | None = None,
     initial_state: Array | None = None,
+    seq_idx: Array | None = None,
 ):
     r"""Selective scan ``y = SSM(A, B, C, \Delta)(u)`` of Mamba (arXiv 2312.00752, Alg. 2).
 
@@ -126,12 +128,17 @@ def selective_scan(
       delta_softplus: apply ``softplus`` to ``delta + delta_bias``.
       return_last_state: also return the final state.
       method: back-end name, one of :func:`methods` ("ref", "associative", "chunked", "pallas").
-      chunk_size: time steps per chunk for "chunked" (and the Pallas backward, which recomputes
-        through "chunked").
+      chunk_size: time steps per chunk for "chunked" (and for the Pallas back-end's reference
+        backward, ``pallas_scan.selective_scan_pallas(..., backward="xla")``; the registered
+        "pallas" method uses the fused backward kernels, whose chunk is ``BWD_CONFIG``).
       interpret: Pallas only; ``None`` means interpret mode iff the default backend is the CPU.
       initial_state: optional f32[batch, d_inner, d_state] state h_{-1} (upstream starts from
         zero and has no such argument; SSM.md §5.1 asks for an optional h0). Splitting a sequence
         and passing the first part's last state gives the same result as one scan.
+      seq_idx: optional int[batch, length] document ids of packed sequences (mamba_ssm's
+        ``seq_idx``): h_{t-1} is replaced by 0 wherever ``seq_idx[:, t] != seq_idx[:, t-1]``, so
+        each document is scanned as if alone; ``initial_state`` applies to the first document
+        of each row only. Not differentiable (integer).
 
     Returns:
       y: [batch, length, d_inner] in ``u.dtype``; and, when ``return_last_state``,
@@ -150,6 +157,7 @@ def selective_scan(
             (dims.batch, dims.d_inner, dims.d_state),
             "(batch, d_inner, d_state)",
         )
+    scan_xla.check_seq_idx(seq_idx, dims.batch, dims.length)
     scan_xla.check_flag("delta_softplus", delta_softplus)
     scan_xla.check_flag("return_last_state", return_last_state)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -167,6 +175,7 @@ def selective_scan(
         chunk_size,
         interpret,
         initial_state=initial_state,
+        seq_idx=seq_idx,
     )
     return (y, last) if return_last_state else y
 
@@ -239,15 +248,18 @@ def min_bytes(
     gated: bool = False,
     backward: bool = False,
 ) -> int:
-    """Minimum HBM bytes a fused kernel must move (SSM.md §6).
+    """Minimum HBM bytes a fused kernel must move (SSM.md §6, corrected for this kernel).
 
-    Forward: read u, delta (and z), B, C; write y: ``s b L (3D + 2N)``, or ``s b L (5D + 2N)``
-    with z (the CUDA kernel writes out and out_z). With ``backward`` the fused backward's
-    minimum is added (this codebase's extension of §6): read u, delta, dy (and z), B, C; write
-    du, ddelta (and dz), dB, dC: ``s b L (5D + 4N)``, or ``(7D + 4N)`` with z.
+    Forward: read u, delta (and z), B, C; write y: ``s b L (3D + 2N)``, or ``s b L (4D + 2N)``
+    with z. (SSM.md §6 counts ``5D`` with z because the CUDA kernel also writes ``out_z``; the
+    Pallas kernel writes only the gated y, so ``5D`` would overstate its GB/s by ~24% at
+    D = 1536, N = 16.) With ``backward`` the fused backward's minimum is added (this codebase's
+    extension of §6): read u, delta, dy (and z), B, C; write du, ddelta (and dz), dB, dC:
+    ``s b L (5D + 4N)``, or ``(7D + 4N)`` with z. A, D, delta_bias and the per-chunk states are
+    O(D N) per chunk and left out.
     """
     s = itemsize
-    fwd = s * batch * length * ((5 if gated else 3) * d_inner + 2 * d_state)
+    fwd = s * batch * length * ((4 if gated else 3) * d_inner + 2 * d_state)
     if not backward:
         return fwd
     return fwd + s * batch * length * ((7 if gated else 5) * d_inner + 4 * d_state)
