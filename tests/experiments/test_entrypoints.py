@@ -89,7 +89,7 @@ CLI_ERRORS = [
         ],
         "needs a preset, as experiments/configs/ssm.py:<preset>; presets: smoke, cpu",
     ),
-    ([":smoke", "--config.model.layer=foo"], "config.model.layer='foo' is not allowed"),
+    ([":smoke", "--config.model.layer=foo"], "config.model.layer='foo' is not registered"),
     ([":smoke", "--config.model.d_model=abc"], "--config.model.d_model=abc"),
 ]
 
