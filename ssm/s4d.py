@@ -228,11 +228,29 @@ class S4DLayer(nn.Module):
         self.glu = GLUOutput(self.d_model)
 
     def __call__(self, u: Array) -> Array:
+        u = u.astype(jnp.float32)
         K = self.ssm.kernel(u.shape[-2])
         y = fft_conv(u, K) + self.D * u
         return self.glu(y)
 
+    def prefill(self, u: Array, cache: S4DCache | None = None) -> tuple[Array, S4DCache]:
+        """Convolution mode over a chunk plus the recurrent state after it, in parallel:
+        ``x_L = dA^L x_0 + sum_t dA^(L-1-t) u_t`` (a transposed Vandermonde product, the
+        reference's ``forward_state``) and the incoming state's output term
+        ``2 Re(C' dA^(t+1) x_0)``. u: [batch, L, H]; returns ``(y [batch, L, H], S4DCache)``."""
+        u = u.astype(jnp.float32)
+        L = u.shape[-2]
+        dA, Cp = self.ssm.discrete()
+        powers = jnp.exp(jnp.log(dA)[..., None] * jnp.arange(L + 1, dtype=jnp.float32))
+        y = fft_conv(u, vandermonde_kernel(Cp, dA, L)) + self.D * u
+        x = jnp.einsum("hnl,blh->bhn", powers[..., L - 1 :: -1], u.astype(jnp.complex64))
+        if cache is not None:
+            y = y + 2.0 * jnp.einsum("hn,hnl,bhn->blh", Cp, powers[..., 1:], cache.x).real
+            x = x + powers[..., L] * cache.x
+        return self.glu(y), S4DCache(x)
+
     def step(self, u: Array, cache: S4DCache) -> tuple[Array, S4DCache]:
+        u = u.astype(jnp.float32)
         dA, Cp = self.ssm.discrete()
         x = dA * cache.x + u.astype(jnp.complex64)[..., None]
         y = 2.0 * jnp.einsum("hn,bhn->bh", Cp, x).real + self.D * u
