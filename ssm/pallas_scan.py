@@ -73,6 +73,7 @@ def _kernel(
     d_ref,
     bias_ref,
     h0_ref,
+    keep_ref,
     *rest,
     length: int,
     delta_softplus: bool,
@@ -81,7 +82,8 @@ def _kernel(
     """One program: channels [j*bd, (j+1)*bd) of batch row i, all time steps.
 
     Refs (batch and group axes squeezed): u, dt, z, y: [L, bd]; a: [bd, N]; b, c: [L, N];
-    d, bias: [bd]; h0 (initial state), h_out (last state): f32[bd, N].
+    d, bias: [bd]; h0 (initial state), h_out (last state): f32[bd, N]; keep: f32[L, 1], the
+    factor on h_{t-1} (0 where a packed document starts, ``scan_xla.keep_mask``).
     """
     if gated:
         z_ref, y_ref, h_ref = rest
@@ -101,6 +103,7 @@ def _kernel(
             dt = jnp.where(dt <= 20.0, jnp.log1p(jnp.exp(dt)), dt)
         b_t = b_ref[t, :].astype(jnp.float32)
         c_t = c_ref[t, :].astype(jnp.float32)
+        h = h * keep_ref[t, :][:, None]
         h = jnp.exp2(dt[:, None] * a2) * h + (dt * u_t)[:, None] * b_t[None, :]
         y = jnp.sum(h * c_t[None, :], axis=1) + d_skip * u_t
         if gated:
@@ -128,6 +131,7 @@ def selective_scan_pallas_fwd(
     num_warps=DEFAULT_NUM_WARPS,
     num_stages=DEFAULT_NUM_STAGES,
     initial_state=None,
+    seq_idx=None,
 ):
     """Forward kernel only (not differentiable by itself). Shapes as ``ssm.scan.selective_scan``;
     returns (y [b, L, D] in u.dtype, last_state f32[b, D, N])."""
@@ -155,6 +159,9 @@ def selective_scan_pallas_fwd(
     if n_pad:
         h0_k = jnp.pad(h0_k, [(0, 0), (0, 0), (0, n_pad)])
 
+    keep = scan_xla.keep_mask(seq_idx)
+    keep_k = (jnp.ones((batch, length), jnp.float32) if keep is None else keep)[..., None]
+
     sq = pl.squeezed
     state_spec = pl.BlockSpec((sq, bd, n_k), lambda i, j: (i, j, 0))
     row_spec = pl.BlockSpec((sq, length, bd), lambda i, j: (i, 0, j))
@@ -168,8 +175,9 @@ def selective_scan_pallas_fwd(
         pl.BlockSpec((bd,), lambda i, j: (j,)),  # D
         pl.BlockSpec((bd,), lambda i, j: (j,)),  # delta_bias
         state_spec,  # initial state
+        pl.BlockSpec((sq, length, 1), lambda i, j: (i, 0, 0)),  # keep
     ]
-    args = [u, delta, A_k, Bg, Cg, D_k, bias_k, h0_k]
+    args = [u, delta, A_k, Bg, Cg, D_k, bias_k, h0_k, keep_k]
     if z is not None:
         in_specs.append(row_spec)
         args.append(z)
@@ -194,7 +202,7 @@ def selective_scan_pallas_fwd(
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _scan_vjp(
-    static, interpret, chunk_size, delta_softplus, u, delta, A, B, C, D, z, delta_bias, h0
+    static, interpret, chunk_size, delta_softplus, u, delta, A, B, C, D, z, delta_bias, h0, seq_idx
 ):
     block_d, num_warps, num_stages = static
     return selective_scan_pallas_fwd(
@@ -212,6 +220,7 @@ def _scan_vjp(
         num_warps=num_warps,
         num_stages=num_stages,
         initial_state=h0,
+        seq_idx=seq_idx,
     )
 
 
@@ -225,9 +234,13 @@ def _scan_bwd(static, interpret, chunk_size, delta_softplus, operands, cotangent
     del static, interpret
 
     def chunked(*ops):
-        *ops, h0 = ops
+        *ops, h0, seq_idx = ops
         return scan_xla.selective_scan_chunked(
-            *ops, delta_softplus=delta_softplus, chunk_size=chunk_size, initial_state=h0
+            *ops,
+            delta_softplus=delta_softplus,
+            chunk_size=chunk_size,
+            initial_state=h0,
+            seq_idx=seq_idx,
         )
 
     _, pullback = jax.vjp(chunked, *operands)
@@ -251,6 +264,7 @@ def selective_scan_pallas(
     interpret=None,
     *,
     initial_state=None,
+    seq_idx=None,
     block_d=DEFAULT_BLOCK_D,
     num_warps=DEFAULT_NUM_WARPS,
     num_stages=DEFAULT_NUM_STAGES,
@@ -264,6 +278,7 @@ def selective_scan_pallas(
       u, delta, A, B, C, D, z, delta_bias, delta_softplus: see ``ssm.scan.selective_scan``.
       chunk_size: chunk length of the recomputing backward (``ssm.scan`` "chunked").
       initial_state: optional f32[b, D, N] starting state (zeros when None).
+      seq_idx: optional int[b, L] packed-document ids; h resets to 0 where it changes.
       interpret: run the kernel in Pallas interpret mode (CPU); ``None`` means iff the default
         backend is the CPU.
       block_d: channels per program (rounded down to a power of two dividing d_inner and the
@@ -290,6 +305,7 @@ def selective_scan_pallas(
         z,
         delta_bias,
         initial_state,
+        seq_idx,
     )
 
 

@@ -61,7 +61,7 @@ Array = jax.Array
 # --------------------------------------------------------------------------------------------
 # Back-ends. Uniform signature:
 #   fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, interpret, *,
-#      initial_state=None) -> (y [b, L, D] in u.dtype, last_state f32[b, D, N])
+#      initial_state=None, seq_idx=None) -> (y [b, L, D] in u.dtype, last_state f32[b, D, N])
 # B and C arrive as [b, L, N] or grouped [b, L, G, N].
 # --------------------------------------------------------------------------------------------
 
@@ -110,6 +110,7 @@ def selective_scan(
     chunk_size: int = 64,
     interpret: bool | None = None,
     initial_state: Array | None = None,
+    seq_idx: Array | None = None,
 ):
     r"""Selective scan ``y = SSM(A, B, C, \Delta)(u)`` of Mamba (arXiv 2312.00752, Alg. 2).
 
@@ -132,6 +133,10 @@ def selective_scan(
       initial_state: optional f32[batch, d_inner, d_state] state h_{-1} (upstream starts from
         zero and has no such argument; SSM.md §5.1 asks for an optional h0). Splitting a sequence
         and passing the first part's last state gives the same result as one scan.
+      seq_idx: optional int[batch, length] document ids of packed sequences (mamba_ssm's
+        ``seq_idx``): h_{t-1} is replaced by 0 wherever ``seq_idx[:, t] != seq_idx[:, t-1]``, so
+        each document is scanned as if alone; ``initial_state`` applies to the first document
+        of each row only. Not differentiable (integer).
 
     Returns:
       y: [batch, length, d_inner] in ``u.dtype``; and, when ``return_last_state``,
@@ -150,6 +155,7 @@ def selective_scan(
             (dims.batch, dims.d_inner, dims.d_state),
             "(batch, d_inner, d_state)",
         )
+    scan_xla.check_seq_idx(seq_idx, dims.batch, dims.length)
     scan_xla.check_flag("delta_softplus", delta_softplus)
     scan_xla.check_flag("return_last_state", return_last_state)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -167,6 +173,7 @@ def selective_scan(
         chunk_size,
         interpret,
         initial_state=initial_state,
+        seq_idx=seq_idx,
     )
     return (y, last) if return_last_state else y
 

@@ -198,7 +198,7 @@ def epilogue(y: Array, u: Array, D: Array | None, z: Array | None, out_dtype) ->
 # --------------------------------------------------------------------------------------------
 # XLA back-ends. Uniform signature:
 #   fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, interpret, *,
-#      initial_state=None) -> (y [b, L, D] in u.dtype, last_state f32[b, D, N])
+#      initial_state=None, seq_idx=None) -> (y [b, L, D] in u.dtype, last_state f32[b, D, N])
 # B and C arrive as [b, L, N] or grouped [b, L, G, N].
 # --------------------------------------------------------------------------------------------
 
@@ -217,19 +217,24 @@ def selective_scan_ref(
     interpret=None,
     *,
     initial_state=None,
+    seq_idx=None,
 ):
     """Sequential reference: ``lax.scan`` over time carrying f32[b, D, N] (SSM.md §5.1)."""
     del chunk_size, interpret
     d_inner = u.shape[-1]
     u32, dt, A32, Bx, Cx = to_f32(u, delta, A, B, C, delta_bias, delta_softplus)
 
+    keep = keep_mask(seq_idx)
+    keep = jnp.ones(u.shape[:2], jnp.float32) if keep is None else keep
+
     def step(h, xs):
-        u_t, dt_t, B_t, C_t = xs
+        u_t, dt_t, B_t, C_t, keep_t = xs
+        h = keep_t[:, None, None] * h  # a new packed document starts from h = 0
         return ssm_step(h, u_t, dt_t, A32, expand_groups(B_t, d_inner), expand_groups(C_t, d_inner))
 
     time_major = lambda x: jnp.moveaxis(x, 1, 0)
     h0 = initial_h(initial_state, u.shape[0], d_inner, A.shape[1])
-    h_last, ys = lax.scan(step, h0, tuple(map(time_major, (u32, dt, Bx, Cx))))
+    h_last, ys = lax.scan(step, h0, tuple(map(time_major, (u32, dt, Bx, Cx, keep))))
     return epilogue(jnp.moveaxis(ys, 0, 1), u, D, z, u.dtype), h_last
 
 
@@ -240,6 +245,31 @@ def initial_h(initial_state, batch, d_inner, d_state):
     return initial_state.astype(jnp.float32)
 
 
+def check_seq_idx(seq_idx: Any, batch: int, length: int) -> None:
+    """Raise a ValueError unless ``seq_idx`` is None or an integer array of shape (batch, length)."""
+    if seq_idx is None:
+        return
+    shape = tuple(getattr(seq_idx, "shape", ()))
+    if shape != (batch, length):
+        raise ValueError(
+            f"seq_idx must have shape (batch, length) = {(batch, length)}, got {shape}"
+        )
+    if not jnp.issubdtype(jnp.result_type(seq_idx), jnp.integer):
+        raise ValueError(f"seq_idx must have an integer dtype, got {jnp.result_type(seq_idx)}")
+
+
+def keep_mask(seq_idx: Array | None) -> Array | None:
+    """f32[b, L] factor on h_{t-1} for packed sequences: 0 where ``seq_idx[:, t]`` differs from
+    ``seq_idx[:, t-1]`` (a new document starts from h = 0, as mamba_ssm's ``seq_idx``), else 1.
+    Position 0 keeps its factor 1, so ``initial_state`` applies to the first document only.
+    None (no packing) stays None so the unpacked programs are unchanged."""
+    if seq_idx is None:
+        return None
+    same = seq_idx[:, 1:] == seq_idx[:, :-1]
+    first = jnp.ones(seq_idx.shape[:1] + (1,), bool)
+    return lax.stop_gradient(jnp.concatenate([first, same], axis=1).astype(jnp.float32))
+
+
 def _combine(left, right):
     """Associative operator of the first-order recurrence (a, b) -> h = a h_prev + b:
     ``(a_l, b_l) o (a_r, b_r) = (a_r a_l, a_r b_l + b_r)``."""
@@ -248,9 +278,12 @@ def _combine(left, right):
     return a_r * a_l, a_r * b_l + b_r
 
 
-def _discretise(u32, dt, A32, Bx, d_inner):
-    """(A_bar, B_bar u), each f32[b, T, D, N], for a block of time steps."""
+def _discretise(u32, dt, A32, Bx, d_inner, keep=None):
+    """(A_bar, B_bar u), each f32[b, T, D, N], for a block of time steps; ``keep`` f32[b, T]
+    (see :func:`keep_mask`) zeroes A_bar where a packed document starts."""
     dA = jnp.exp(dt[..., None] * A32)
+    if keep is not None:
+        dA = dA * keep[:, :, None, None]
     dBu = (dt * u32)[..., None] * expand_groups(Bx, d_inner)
     return dA, dBu
 
@@ -269,12 +302,13 @@ def selective_scan_associative(
     interpret=None,
     *,
     initial_state=None,
+    seq_idx=None,
 ):
     """``lax.associative_scan`` over the whole length (SSM.md §5.1 ``assoc``)."""
     del chunk_size, interpret
     d_inner = u.shape[-1]
     x = to_f32(u, delta, A, B, C, delta_bias, delta_softplus)
-    dA, dBu = _discretise(x.u, x.dt, x.A, x.B, d_inner)
+    dA, dBu = _discretise(x.u, x.dt, x.A, x.B, d_inner, keep_mask(seq_idx))
     if initial_state is not None:  # h_0 = A_bar_0 h_init + B_bar_0 u_0
         dBu = dBu.at[:, 0].add(dA[:, 0] * initial_state.astype(jnp.float32))
     _, h = lax.associative_scan(_combine, (dA, dBu), axis=1)
@@ -296,6 +330,7 @@ def selective_scan_chunked(
     interpret=None,
     *,
     initial_state=None,
+    seq_idx=None,
 ):
     """Two-level scan: ``lax.scan`` over ``ceil(L / chunk_size)`` chunks carrying h, and an
     associative scan inside each chunk started from the carried h (SSM.md §5.1 ``chunked``;
@@ -312,22 +347,24 @@ def selective_scan_chunked(
     n_chunks = -(-length // T)
     pad = n_chunks * T - length
     u32, dt, A32, Bx, Cx = to_f32(u, delta, A, B, C, delta_bias, delta_softplus)
+    keep = keep_mask(seq_idx)
+    keep = jnp.ones((batch, length), jnp.float32) if keep is None else keep
 
-    def chunks(x):  # [b, L, ...] -> [n_chunks, b, T, ...]
-        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    def chunks(x, fill=0.0):  # [b, L, ...] -> [n_chunks, b, T, ...]
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
         x = x.reshape((batch, n_chunks, T) + x.shape[2:])
         return jnp.moveaxis(x, 1, 0)
 
     @jax.checkpoint
     def body(h, xs):
-        u_c, dt_c, B_c, C_c = xs
-        dA, dBu = _discretise(u_c, dt_c, A32, B_c, d_inner)
+        u_c, dt_c, B_c, C_c, keep_c = xs
+        dA, dBu = _discretise(u_c, dt_c, A32, B_c, d_inner, keep_c)
         dBu = dBu.at[:, 0].add(dA[:, 0] * h)
         _, hs = lax.associative_scan(_combine, (dA, dBu), axis=1)
         y = jnp.sum(hs * expand_groups(C_c, d_inner), axis=-1)
         return hs[:, -1], y
 
     h0 = initial_h(initial_state, batch, d_inner, A.shape[1])
-    h_last, ys = lax.scan(body, h0, tuple(map(chunks, (u32, dt, Bx, Cx))))
+    h_last, ys = lax.scan(body, h0, (*map(chunks, (u32, dt, Bx, Cx)), chunks(keep, fill=1.0)))
     y = jnp.moveaxis(ys, 0, 1).reshape(batch, n_chunks * T, d_inner)[:, :length]
     return epilogue(y, u, D, z, u.dtype), h_last
