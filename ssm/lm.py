@@ -204,7 +204,9 @@ LAYERS.add(
 LAYERS.add(
     "s4d",
     LayerSpec(
-        make=lambda c: s4d.S4DLayer(c.d_model, c.d_state, a_init=c.s4d_init, disc=c.s4d_disc),
+        make=lambda c: s4d.S4DLayer(
+            c.d_model, c.d_state, a_init=c.s4d_init, disc=c.s4d_disc, dtype=c.compute_dtype
+        ),
         init_cache=lambda c, b, n: s4d.init_s4d_cache(b, c.d_model, c.d_state),
         check=_check_s4d,
         packed=False,
@@ -213,7 +215,7 @@ LAYERS.add(
 LAYERS.add(
     "s4",
     LayerSpec(
-        make=lambda c: s4.S4Layer(c.d_model, c.d_state, l_max=c.max_len),
+        make=lambda c: s4.S4Layer(c.d_model, c.d_state, l_max=c.max_len, dtype=c.compute_dtype),
         init_cache=lambda c, b, n: s4.init_s4_cache(b, c.d_model, c.d_state),
         check=_check_even_state,
         packed=False,

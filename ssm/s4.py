@@ -143,6 +143,7 @@ class S4Layer(nn.Module):
     l_max: int = 1024
     dt_min: float = 0.001
     dt_max: float = 0.1
+    dtype: jnp.dtype = jnp.float32  # the GLU's compute dtype; the SSM/FFT run in f32/complex64
 
     def setup(self):
         H, N = self.d_model, self.d_state
@@ -165,7 +166,7 @@ class S4Layer(nn.Module):
         )
         self.log_dt = self.param("log_dt", s4d.log_dt_init(self.dt_min, self.dt_max), (H,))
         self.D = self.param("D", nn.initializers.normal(1.0), (H,))
-        self.glu = s4d.GLUOutput(self.d_model)
+        self.glu = s4d.GLUOutput(self.d_model, self.dtype)
 
     def _ssm(self):
         def c(x):

@@ -153,11 +153,12 @@ class GLUOutput(nn.Module):
     """GELU -> pointwise Dense(H -> 2H) -> GLU (the S4/S4D block's output mixing)."""
 
     d_model: int
+    dtype: jnp.dtype = jnp.float32  # compute dtype of the Dense (params f32)
 
     @nn.compact
     def __call__(self, y: Array) -> Array:
-        y = nn.gelu(y)
-        y = nn.Dense(2 * self.d_model, name="out")(y)
+        y = nn.gelu(y).astype(self.dtype)
+        y = nn.Dense(2 * self.d_model, dtype=self.dtype, name="out")(y)
         a, b = jnp.split(y, 2, axis=-1)
         return a * jax.nn.sigmoid(b)
 
@@ -219,13 +220,14 @@ class S4DLayer(nn.Module):
     disc: str = "zoh"
     dt_min: float = 0.001
     dt_max: float = 0.1
+    dtype: jnp.dtype = jnp.float32  # the GLU's compute dtype; the SSM/FFT run in f32/complex64
 
     def setup(self):
         self.ssm = S4DKernel(
             self.d_model, self.d_state, self.a_init, self.disc, self.dt_min, self.dt_max
         )
         self.D = self.param("D", nn.initializers.normal(1.0), (self.d_model,))
-        self.glu = GLUOutput(self.d_model)
+        self.glu = GLUOutput(self.d_model, self.dtype)
 
     def __call__(self, u: Array) -> Array:
         u = u.astype(jnp.float32)

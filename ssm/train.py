@@ -82,14 +82,31 @@ def make_model(config, task: tasks.Task) -> lm.LM:
     return lm.make_model(m)
 
 
+# Leaf names that get weight decay: the weight matrices of linear layers, convs and embeddings.
+# Everything else is excluded: A_log and D (upstream ``_no_weight_decay``), dt/conv/linear
+# biases, norm scales, and the S4/S4D SSM parameters (the S4 reference's ``_optim`` wd 0).
+DECAYED = frozenset({"kernel", "embedding", "conv_w", "dt_w"})
+
+
+def weight_decay_mask(params: Any) -> Any:
+    """Pytree of bools like ``params``: True where AdamW should apply weight decay."""
+
+    def decayed(path, _):
+        last = path[-1]
+        return getattr(last, "key", getattr(last, "name", None)) in DECAYED
+
+    return jax.tree_util.tree_map_with_path(decayed, params)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
-    """AdamW, linear warm-up then constant lr (the Mamba paper's synthetic tasks use a constant lr)."""
+    """AdamW, linear warm-up then constant lr (the Mamba paper's synthetic tasks use a constant
+    lr); weight decay only where :func:`weight_decay_mask` says."""
     t = config.train
     sched = optax.join_schedules(
         [optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1)), optax.constant_schedule(t.lr)],
         [max(t.warmup_steps, 1)],
     )
-    chain = [optax.adamw(sched, weight_decay=t.weight_decay)]
+    chain = [optax.adamw(sched, weight_decay=t.weight_decay, mask=weight_decay_mask)]
     if t.grad_clip > 0:
         chain.insert(0, optax.clip_by_global_norm(t.grad_clip))
     return optax.chain(*chain)
