@@ -8,7 +8,7 @@ runs :func:`harness.run_experiment` with
   on a freshly generated batch (data regenerated every step, as in the Mamba paper's synthetic
   tasks, App. E.1), returning mean loss / accuracy;
 * ``evaluate(state)``: exact-match accuracy on ``eval.num_batches`` fixed batches (a key derived
-  from the seed, disjoint from the training stream) at the training length and at every length in
+  from the seed, disjoint from the training stream; ListOps' held-out test pool) at the training length and at every length in
   ``eval.lengths`` (length generalisation, e.g. induction heads at 4x and 16x).
 
 Config layout: see ``experiments/configs/ssm.py``. The model's vocabulary is the task's.
@@ -151,7 +151,7 @@ def make_evaluate(model: lm.LM, task: tasks.Task, config):
         for n in lengths:
             accs = []
             for i in range(config.eval.num_batches):
-                batch = task.sample(jax.random.fold_in(key, i), config.eval.batch_size, n)
+                batch = task.sample_eval(jax.random.fold_in(key, i), config.eval.batch_size, n)
                 accs.append(acc_fn(state.params, batch))
             tok = float(jnp.mean(jnp.stack([a["token_acc"] for a in accs])))
             seq = float(jnp.mean(jnp.stack([a["seq_acc"] for a in accs])))
