@@ -120,6 +120,12 @@ def test_listops_eval_set_is_held_out():
     for b in range(256):
         assert y[b, -1] - 1 == solve_listops(list(x[b]))
     assert np.all(m[:, -1] == 1)
+    # the exclusion itself: the same seed would regenerate exactly these trees
+    args = (5, 41, 4, 4)
+    a = tasks.listops_pool(20, 0, *args)
+    ex = {tuple(t) for t, _ in a[:10]}
+    b = tasks.listops_pool(20, 0, *args, exclude=ex)
+    assert not {tuple(t) for t, _ in b} & ex and b[0][0] == a[10][0]
     # the generated tasks evaluate on fresh draws of the same generator
     ind = tasks.make("induction_heads", seq_len=12)
     np.testing.assert_array_equal(_np(ind.sample_eval(KEY, 4))[0], _np(ind.sample(KEY, 4))[0])
