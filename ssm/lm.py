@@ -373,6 +373,39 @@ class LM(nn.Module):
         return logits, hidden, tuple(new)
 
 
+# Published model shapes (mamba_ssm README / HF ``state-spaces/mamba-*`` and ``mamba2-*``
+# configs): GPT-NeoX vocabulary 50277 padded to a multiple of 8, tied embeddings, no MLP.
+_PUBLISHED = {
+    "mamba": {"130m": (768, 24), "370m": (1024, 48), "790m": (1536, 48), "1.4b": (2048, 48),
+              "2.8b": (2560, 64)},
+    "mamba2": {"130m": (768, 24), "370m": (1024, 48), "780m": (1536, 48), "1.3b": (2048, 48),
+               "2.7b": (2560, 64)},
+}  # fmt: skip
+_FAMILY = {
+    "mamba": dict(layer="mamba", d_state=16, d_conv=4, expand=2),
+    "mamba2": dict(layer="mamba2", d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1,
+                   chunk_size=256),
+}  # fmt: skip
+SIZE_PRESETS: harness.Registry[dict] = harness.Registry("size preset")
+for _fam, _sizes in _PUBLISHED.items():
+    for _size, (_d, _n) in _sizes.items():
+        SIZE_PRESETS.add(f"{_fam}-{_size}", dict(_FAMILY[_fam], d_model=_d, n_layers=_n,
+                                                vocab_size=50280, tie_embeddings=True))  # fmt: skip
+
+
+def preset(name: str, **overrides: Any) -> LMConfig:
+    """A validated :class:`LMConfig` for a published size (:data:`SIZE_PRESETS`, e.g.
+    ``"mamba-130m"``, ``"mamba2-2.7b"``) with ``overrides`` applied."""
+    return validate({**SIZE_PRESETS.get(name, "model.preset"), **overrides})
+
+
+def count_params(cfg: LMConfig | Mapping[str, Any]) -> int:
+    """Number of parameters of the LM (shape-only init: nothing is allocated)."""
+    model = make_model(cfg)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+
+
 def make_model(cfg: LMConfig | Mapping[str, Any]) -> LM:
     """Validated :class:`LM` from an :class:`LMConfig` or a mapping (e.g. ``config.model``)."""
     return LM(validate(cfg))
