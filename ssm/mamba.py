@@ -95,6 +95,14 @@ def causal_depthwise_conv(
     return y, xp[:, xp.shape[1] - (W - 1) :]
 
 
+def time_invariant_bc(B: Array, batch: int, length: int) -> Array:
+    """Upstream's constant (D, N) B or C (``selective_scan_ref`` with ``B.dim() == 2``) in the form
+    :func:`ssm.scan.selective_scan` accepts: grouped [batch, length, D, N] with one group per
+    channel (a broadcast, no copy under jit). ``ssm.scan`` has no (D, N) form of its own, so the
+    layer level does this."""
+    return jnp.broadcast_to(B[None, None], (batch, length, *B.shape))
+
+
 # Initialisers of the plain Linear layers (in_proj, x_proj) by name. "torch" is PyTorch's default
 # ``nn.Linear`` init, kaiming_uniform(a=sqrt 5) = U(+-1/sqrt(fan_in)) (std 0.10 at fan-in 32), which
 # upstream mamba_ssm keeps for these layers; "lecun" is Flax's default lecun_normal (std 0.18).

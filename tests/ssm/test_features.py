@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from ssm import lm, mamba, mamba2, train
+from ssm import lm, mamba, mamba2, scan, train
 
 # ------------------------------------------------------------------ Mamba-2 grouped gated norm
 
@@ -136,3 +136,18 @@ def test_bf16_mamba_computes_in_bf16_and_keeps_state_f32():
     y, cache = m.apply(p, u, method=m.prefill)
     assert y.dtype == jnp.bfloat16 and cache.ssm.dtype == jnp.float32
     assert jax.tree.leaves(p)[0].dtype == jnp.float32
+
+
+def test_time_invariant_bc_equals_the_lti_recurrence():
+    rng = np.random.default_rng(1)
+    b, L, D, N = 2, 6, 3, 4
+    u, dt = rng.normal(size=(b, L, D)), rng.uniform(0.01, 0.5, size=(b, L, D))
+    A, B, C = -rng.uniform(0.5, 2, size=(D, N)), rng.normal(size=(D, N)), rng.normal(size=(D, N))
+    f = lambda x: jnp.asarray(x, jnp.float32)
+    y = scan.selective_scan(f(u), f(dt), f(A), mamba.time_invariant_bc(f(B), b, L),
+                            mamba.time_invariant_bc(f(C), b, L))  # fmt: skip
+    h, ref = np.zeros((b, D, N)), np.zeros((b, L, D))
+    for t in range(L):  # selective_scan_ref with B.dim() == 2: B[d, n], C[d, n]
+        h = np.exp(dt[:, t, :, None] * A) * h + dt[:, t, :, None] * B * u[:, t, :, None]
+        ref[:, t] = np.sum(h * C, -1)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
