@@ -24,6 +24,9 @@ Initialisation (Mamba §3.6, upstream ``Mamba.__init__``):
 Recurrent mode (:meth:`MambaMixer.step`, upstream ``Mamba.step``): the conv state keeps the last
 ``d_conv - 1`` inputs of the conv, the SSM state (B, d_inner, d_state) f32 is advanced by
 :func:`ssm.scan.selective_state_update`; iterating it equals the parallel forward.
+:meth:`MambaMixer.prefill` is the parallel forward that also returns that cache (the scan's last
+state and the last conv inputs) and can start from one, so a prompt costs one parallel pass.
+Packed sequences: ``seq_idx`` resets the conv window and the scan state at document boundaries.
 """
 
 from __future__ import annotations
@@ -207,7 +210,8 @@ class MambaMixer(nn.Module):
           h: [batch, L, d_model]; cache: the state before the chunk (zeros when None), so
             ``prefill(b, prefill(a)[1])`` equals ``prefill(a ++ b)``;
           seq_idx: optional int32[batch, L] document index (packed sequences): the conv window
-            and the SSM state are reset where it changes (needs a scan with ``seq_idx``).
+            and the SSM state are reset where it changes (``ssm.scan``'s ``seq_idx``, every
+            back-end).
 
         Returns:
           ``(out [batch, L, d_model], MambaCache)``; the cache equals L recurrent steps'.
