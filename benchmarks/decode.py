@@ -5,6 +5,10 @@ tokens/s of:
 
 * ``mamba_recurrent``: :func:`ssm.lm.generate` with the Mamba cache (conv + SSM state), O(1)/token;
 * ``transformer_kv``: :func:`ssm.lm.generate` with the Transformer's KV cache, O(t)/token;
+* ``mamba_bf16``: the same Mamba generate with ``dtype="bfloat16"`` (params f32, compute bf16);
+* ``prefill_parallel`` / ``prefill_serial``: prompt tokens/s of Mamba's prefill of an L-token
+  prompt, one parallel :meth:`ssm.lm.LM.prefill` pass (what ``generate`` does) against L
+  recurrent steps in a ``lax.scan`` (what it did before);
 * ``transformer_reencode`` / ``mamba_reencode``: no cache; every new token re-runs the parallel
   model on the sequence so far. To keep one compiled shape the prefix lives in a fixed (B, L)
   buffer (the model is causal, so positions > t do not change the logits at t); each step then
@@ -64,13 +68,35 @@ def make_reencode(model: lm.LM, steps: int):
     return run
 
 
+def make_prefills(model: lm.LM, batch: int, L: int):
+    """Jitted (parallel, serial) prefill of an L-token prompt -> last logits f32[B, V]."""
+    cfg = model.config
+
+    @jax.jit
+    def parallel(params, toks):
+        caches = lm.init_caches(cfg, batch, L)
+        return model.apply(params, toks, caches, method=lm.LM.prefill)[0]
+
+    @jax.jit
+    def serial(params, toks):
+        def body(c, t):
+            logits, _, c = model.apply(params, t, c, method=lm.LM.step)
+            return c, logits
+
+        return jax.lax.scan(body, lm.init_caches(cfg, batch, L), toks.T)[1][-1]
+
+    return parallel, serial
+
+
 def bench(lengths, batch, d_model, n_layers, repeats, reencode_steps, scan_method):
     common = dict(vocab_size=256, d_model=d_model, n_layers=n_layers, max_len=max(lengths))
+    mamba_cfg = dict(common, layer="mamba", scan_method=scan_method)
     models = {
-        "mamba": lm.make_model(dict(common, layer="mamba", scan_method=scan_method)),
+        "mamba": lm.make_model(mamba_cfg),
         "transformer": lm.make_model(dict(common, layer="transformer", n_heads=4)),
     }
     params = {k: lm.init_params(m, jax.random.PRNGKey(0)) for k, m in models.items()}
+    mamba_bf16 = lm.make_model(dict(mamba_cfg, dtype="bfloat16"))
     rows = []
     key = jax.random.PRNGKey(1)
     for L in lengths:
@@ -87,6 +113,15 @@ def bench(lengths, batch, d_model, n_layers, repeats, reencode_steps, scan_metho
             run = make_reencode(m, steps)
             fns[f"{name}_reencode"] = lambda run=run, p=p: run(p, buf)
             tokens[f"{name}_reencode"] = batch * steps
+        fns["mamba_bf16"] = lambda L=L: lm.generate(
+            mamba_bf16, params["mamba"], prompt, key, L - 1, temperature=0.0
+        )
+        tokens["mamba_bf16"] = batch * (L - 1)
+        toks = jax.random.randint(key, (batch, L), 0, 256)
+        par, ser = make_prefills(models["mamba"], batch, L)
+        fns["prefill_parallel"] = lambda par=par, toks=toks: par(params["mamba"], toks)
+        fns["prefill_serial"] = lambda ser=ser, toks=toks: ser(params["mamba"], toks)
+        tokens["prefill_parallel"] = tokens["prefill_serial"] = batch * L
         med = _interleaved_medians(fns, repeats)
         row = {"length": L, "batch": batch}
         row.update({f"{k}_tok_s": tokens[k] / med[k] for k in fns})
@@ -94,21 +129,30 @@ def bench(lengths, batch, d_model, n_layers, repeats, reencode_steps, scan_metho
         row["mamba_vs_transformer_kv"] = r / row["transformer_kv_tok_s"]
         row["mamba_vs_transformer_reencode"] = r / row["transformer_reencode_tok_s"]
         row["mamba_vs_mamba_reencode"] = r / row["mamba_reencode_tok_s"]
+        row["bf16_vs_fp32"] = row["mamba_bf16_tok_s"] / r
+        row["prefill_parallel_vs_serial"] = (
+            row["prefill_parallel_tok_s"] / row["prefill_serial_tok_s"]
+        )
         rows.append(row)
         print_row(row)
     return rows
 
 
-HEADER = ("L", "mamba rec", "trf KV", "trf re-enc", "mamba re-enc", "M/KV", "M/trf-re", "M/M-re")
+HEADER = ("L", "mamba rec", "mamba bf16", "trf KV", "trf re-enc", "mamba re-enc", "prefill par",
+          "prefill ser", "M/KV", "M/trf-re", "M/M-re", "bf16/f32", "par/ser")  # fmt: skip
+_N_RATES = 7  # columns after L that are tokens/s; the rest are ratios
 
 
 def print_row(r):
-    vals = (r["length"], r["mamba_recurrent_tok_s"], r["transformer_kv_tok_s"],
-            r["transformer_reencode_tok_s"], r["mamba_reencode_tok_s"],
+    vals = (r["length"], r["mamba_recurrent_tok_s"], r["mamba_bf16_tok_s"],
+            r["transformer_kv_tok_s"], r["transformer_reencode_tok_s"],
+            r["mamba_reencode_tok_s"], r["prefill_parallel_tok_s"], r["prefill_serial_tok_s"],
             r["mamba_vs_transformer_kv"], r["mamba_vs_transformer_reencode"],
-            r["mamba_vs_mamba_reencode"])  # fmt: skip
-    print(f"{vals[0]:>6d} " + " ".join(f"{v:>12.1f}" for v in vals[1:5])
-          + " " + " ".join(f"{v:>9.2f}" for v in vals[5:]), flush=True)  # fmt: skip
+            r["mamba_vs_mamba_reencode"], r["bf16_vs_fp32"],
+            r["prefill_parallel_vs_serial"])  # fmt: skip
+    rates, ratios = vals[1 : 1 + _N_RATES], vals[1 + _N_RATES :]
+    print(f"{vals[0]:>6d} " + " ".join(f"{v:>12.1f}" for v in rates)
+          + " " + " ".join(f"{v:>9.2f}" for v in ratios), flush=True)  # fmt: skip
 
 
 def main():
@@ -132,8 +176,8 @@ def main():
     print(f"device={jax.devices()[0]} batch={batch} d_model={d_model} n_layers={a.n_layers} "
           f"vocab=256 greedy; tokens/s (median of {repeats}); re-encode rate from "
           f"{reencode_steps} steps on a fixed (B, L) buffer")  # fmt: skip
-    print(f"{HEADER[0]:>6} " + " ".join(f"{h:>12}" for h in HEADER[1:5])
-          + " " + " ".join(f"{h:>9}" for h in HEADER[5:]))  # fmt: skip
+    print(f"{HEADER[0]:>6} " + " ".join(f"{h:>12}" for h in HEADER[1 : 1 + _N_RATES])
+          + " " + " ".join(f"{h:>9}" for h in HEADER[1 + _N_RATES :]))  # fmt: skip
     rows = bench(lengths, batch, d_model, a.n_layers, repeats, reencode_steps, a.scan_method)
     out = {"device": str(jax.devices()[0]), "batch": batch, "d_model": d_model,
            "n_layers": a.n_layers, "repeats": repeats, "reencode_steps": reencode_steps,

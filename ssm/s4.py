@@ -114,9 +114,17 @@ def discrete_dplr(Lambda: Array, P: Array, B: Array, Ct: Array, dt: Array, L: in
 
 
 class S4Cache(NamedTuple):
-    """Recurrent state of one S4 layer: ``x`` complex64[batch, H, N] (full conjugate state)."""
+    """Recurrent state of one S4 layer: ``x`` complex64[batch, H, N] (full conjugate state).
+
+    ``dA, dB, C``: the per-channel recurrent matrices (see :meth:`S4Layer.discrete`), filled in
+    by :meth:`S4Layer.prefill` so that :meth:`S4Layer.step` does not redo the matrix power and
+    the solve for every token; ``None`` (the zero cache) makes step compute them.
+    """
 
     x: Array
+    dA: Array | None = None
+    dB: Array | None = None
+    C: Array | None = None
 
 
 class S4Layer(nn.Module):
@@ -135,6 +143,7 @@ class S4Layer(nn.Module):
     l_max: int = 1024
     dt_min: float = 0.001
     dt_max: float = 0.1
+    dtype: jnp.dtype = jnp.float32  # the GLU's compute dtype; the SSM/FFT run in f32/complex64
 
     def setup(self):
         H, N = self.d_model, self.d_state
@@ -157,7 +166,7 @@ class S4Layer(nn.Module):
         )
         self.log_dt = self.param("log_dt", s4d.log_dt_init(self.dt_min, self.dt_max), (H,))
         self.D = self.param("D", nn.initializers.normal(1.0), (H,))
-        self.glu = s4d.GLUOutput(self.d_model)
+        self.glu = s4d.GLUOutput(self.d_model, self.dtype)
 
     def _ssm(self):
         def c(x):
@@ -172,9 +181,32 @@ class S4Layer(nn.Module):
         return kernel_dplr(*self._ssm(), self.l_max)[:, :L]
 
     def __call__(self, u: Array) -> Array:
+        u = u.astype(jnp.float32)
         K = self.kernel(u.shape[-2])
         y = s4d.fft_conv(u, K) + self.D * u
         return self.glu(y)
+
+    def prefill(self, u: Array, cache: S4Cache | None = None) -> tuple[Array, S4Cache]:
+        """Convolution mode over a chunk, the state after it, and the recurrent matrices.
+
+        The outputs from a zero state come from the FFT convolution; the final state
+        ``x_L = dA^L x_0 + sum_t dA^(L-1-t) dB u_t`` and the incoming state's output term
+        ``Re(C dA^(t+1) x_0)`` come from one linear ``lax.scan`` of N x N products (the dense
+        DPLR ``dA`` has no cheap closed-form powers here). u: [batch, L, H]."""
+        u = u.astype(jnp.float32)
+        dA, dB, C = self.discrete()
+        y = s4d.fft_conv(u, self.kernel(u.shape[-2])) + self.D * u
+        x0 = jnp.zeros((u.shape[0], *dB.shape), jnp.complex64) if cache is None else cache.x
+
+        def body(carry, ut):
+            x, w = carry
+            x = jnp.einsum("hnm,bhm->bhn", dA, x) + dB * ut.astype(jnp.complex64)[..., None]
+            w = jnp.einsum("hnm,bhm->bhn", dA, w)
+            return (x, w), jnp.einsum("hn,bhn->bh", C, w).real
+
+        (x, _), y0 = jax.lax.scan(body, (x0, x0), jnp.moveaxis(u, 1, 0))
+        y = y + jnp.moveaxis(y0, 0, 1)
+        return self.glu(y), S4Cache(x, dA, dB, C)
 
     def discrete(self):
         """Per-channel ``(dA [H, N, N], dB [H, N], C [H, N])`` complex64."""
@@ -182,10 +214,14 @@ class S4Layer(nn.Module):
         return fn(*self._ssm(), self.l_max)
 
     def step(self, u: Array, cache: S4Cache) -> tuple[Array, S4Cache]:
-        dA, dB, C = self.discrete()
+        u = u.astype(jnp.float32)
+        if cache.dA is None:
+            dA, dB, C = self.discrete()
+        else:
+            dA, dB, C = cache.dA, cache.dB, cache.C
         x = jnp.einsum("hnm,bhm->bhn", dA, cache.x) + dB * u.astype(jnp.complex64)[..., None]
         y = jnp.einsum("hn,bhn->bh", C, x).real + self.D * u
-        return self.glu(y), S4Cache(x)
+        return self.glu(y), cache._replace(x=x)
 
 
 def init_s4_cache(batch: int, d_model: int, d_state: int) -> S4Cache:

@@ -153,11 +153,12 @@ class GLUOutput(nn.Module):
     """GELU -> pointwise Dense(H -> 2H) -> GLU (the S4/S4D block's output mixing)."""
 
     d_model: int
+    dtype: jnp.dtype = jnp.float32  # compute dtype of the Dense (params f32)
 
     @nn.compact
     def __call__(self, y: Array) -> Array:
-        y = nn.gelu(y)
-        y = nn.Dense(2 * self.d_model, name="out")(y)
+        y = nn.gelu(y).astype(self.dtype)
+        y = nn.Dense(2 * self.d_model, dtype=self.dtype, name="out")(y)
         a, b = jnp.split(y, 2, axis=-1)
         return a * jax.nn.sigmoid(b)
 
@@ -219,20 +220,39 @@ class S4DLayer(nn.Module):
     disc: str = "zoh"
     dt_min: float = 0.001
     dt_max: float = 0.1
+    dtype: jnp.dtype = jnp.float32  # the GLU's compute dtype; the SSM/FFT run in f32/complex64
 
     def setup(self):
         self.ssm = S4DKernel(
             self.d_model, self.d_state, self.a_init, self.disc, self.dt_min, self.dt_max
         )
         self.D = self.param("D", nn.initializers.normal(1.0), (self.d_model,))
-        self.glu = GLUOutput(self.d_model)
+        self.glu = GLUOutput(self.d_model, self.dtype)
 
     def __call__(self, u: Array) -> Array:
+        u = u.astype(jnp.float32)
         K = self.ssm.kernel(u.shape[-2])
         y = fft_conv(u, K) + self.D * u
         return self.glu(y)
 
+    def prefill(self, u: Array, cache: S4DCache | None = None) -> tuple[Array, S4DCache]:
+        """Convolution mode over a chunk plus the recurrent state after it, in parallel:
+        ``x_L = dA^L x_0 + sum_t dA^(L-1-t) u_t`` (a transposed Vandermonde product, the
+        reference's ``forward_state``) and the incoming state's output term
+        ``2 Re(C' dA^(t+1) x_0)``. u: [batch, L, H]; returns ``(y [batch, L, H], S4DCache)``."""
+        u = u.astype(jnp.float32)
+        L = u.shape[-2]
+        dA, Cp = self.ssm.discrete()
+        powers = jnp.exp(jnp.log(dA)[..., None] * jnp.arange(L + 1, dtype=jnp.float32))
+        y = fft_conv(u, vandermonde_kernel(Cp, dA, L)) + self.D * u
+        x = jnp.einsum("hnl,blh->bhn", powers[..., L - 1 :: -1], u.astype(jnp.complex64))
+        if cache is not None:
+            y = y + 2.0 * jnp.einsum("hn,hnl,bhn->blh", Cp, powers[..., 1:], cache.x).real
+            x = x + powers[..., L] * cache.x
+        return self.glu(y), S4DCache(x)
+
     def step(self, u: Array, cache: S4DCache) -> tuple[Array, S4DCache]:
+        u = u.astype(jnp.float32)
         dA, Cp = self.ssm.discrete()
         x = dA * cache.x + u.astype(jnp.complex64)[..., None]
         y = 2.0 * jnp.einsum("hn,bhn->bh", Cp, x).real + self.D * u

@@ -8,7 +8,7 @@ runs :func:`harness.run_experiment` with
   on a freshly generated batch (data regenerated every step, as in the Mamba paper's synthetic
   tasks, App. E.1), returning mean loss / accuracy;
 * ``evaluate(state)``: exact-match accuracy on ``eval.num_batches`` fixed batches (a key derived
-  from the seed, disjoint from the training stream) at the training length and at every length in
+  from the seed, disjoint from the training stream; ListOps' held-out test pool) at the training length and at every length in
   ``eval.lengths`` (length generalisation, e.g. induction heads at 4x and 16x).
 
 Config layout: see ``experiments/configs/ssm.py``. The model's vocabulary is the task's.
@@ -82,14 +82,31 @@ def make_model(config, task: tasks.Task) -> lm.LM:
     return lm.make_model(m)
 
 
+# Leaf names that get weight decay: the weight matrices of linear layers, convs and embeddings.
+# Everything else is excluded: A_log and D (upstream ``_no_weight_decay``), dt/conv/linear
+# biases, norm scales, and the S4/S4D SSM parameters (the S4 reference's ``_optim`` wd 0).
+DECAYED = frozenset({"kernel", "embedding", "conv_w", "dt_w"})
+
+
+def weight_decay_mask(params: Any) -> Any:
+    """Pytree of bools like ``params``: True where AdamW should apply weight decay."""
+
+    def decayed(path, _):
+        last = path[-1]
+        return getattr(last, "key", getattr(last, "name", None)) in DECAYED
+
+    return jax.tree_util.tree_map_with_path(decayed, params)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
-    """AdamW, linear warm-up then constant lr (the Mamba paper's synthetic tasks use a constant lr)."""
+    """AdamW, linear warm-up then constant lr (the Mamba paper's synthetic tasks use a constant
+    lr); weight decay only where :func:`weight_decay_mask` says."""
     t = config.train
     sched = optax.join_schedules(
         [optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1)), optax.constant_schedule(t.lr)],
         [max(t.warmup_steps, 1)],
     )
-    chain = [optax.adamw(sched, weight_decay=t.weight_decay)]
+    chain = [optax.adamw(sched, weight_decay=t.weight_decay, mask=weight_decay_mask)]
     if t.grad_clip > 0:
         chain.insert(0, optax.clip_by_global_norm(t.grad_clip))
     return optax.chain(*chain)
@@ -134,7 +151,7 @@ def make_evaluate(model: lm.LM, task: tasks.Task, config):
         for n in lengths:
             accs = []
             for i in range(config.eval.num_batches):
-                batch = task.sample(jax.random.fold_in(key, i), config.eval.batch_size, n)
+                batch = task.sample_eval(jax.random.fold_in(key, i), config.eval.batch_size, n)
                 accs.append(acc_fn(state.params, batch))
             tok = float(jnp.mean(jnp.stack([a["token_acc"] for a in accs])))
             seq = float(jnp.mean(jnp.stack([a["seq_acc"] for a in accs])))

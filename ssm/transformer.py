@@ -34,11 +34,12 @@ class KVCache(NamedTuple):
 
 
 def rope(x: Array, positions: Array, base: float = 10000.0) -> Array:
-    """Rotary embedding. x f32[..., L, heads, d] (d even), positions int[L] -> same shape."""
+    """Rotary embedding. x f32[..., L, heads, d] (d even), positions int[L] or int[batch, L]
+    -> same shape."""
     d = x.shape[-1]
     inv = base ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
-    ang = positions.astype(jnp.float32)[:, None] * inv  # (L, d/2)
-    cos, sin = jnp.cos(ang)[:, None, :], jnp.sin(ang)[:, None, :]
+    ang = positions.astype(jnp.float32)[..., None] * inv  # (..., L, d/2)
+    cos, sin = jnp.cos(ang)[..., None, :], jnp.sin(ang)[..., None, :]
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
@@ -56,6 +57,7 @@ class TransformerMixer(nn.Module):
     mlp_ratio: int = 4
     norm_eps: float = 1e-5
     out_proj_scale: float = 1.0
+    dtype: jnp.dtype = jnp.float32  # compute dtype of the projections; softmax stays f32
 
     def setup(self):
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
@@ -65,24 +67,27 @@ class TransformerMixer(nn.Module):
         D = self.d_model
         self.norm1 = self.param("norm1", nn.initializers.ones, (D,))
         self.norm2 = self.param("norm2", nn.initializers.ones, (D,))
-        self.qkv = nn.Dense(3 * D, use_bias=False, name="qkv")
+        dt = self.dtype
+        self.qkv = nn.Dense(3 * D, use_bias=False, dtype=dt, name="qkv")
         init = nn.initializers.lecun_normal()
         scaled = lambda k, s, d=jnp.float32: init(k, s, d) * self.out_proj_scale
-        self.attn_out = nn.Dense(D, use_bias=False, kernel_init=scaled, name="attn_out")
-        self.fc1 = nn.Dense(self.mlp_ratio * D, name="fc1")
-        self.fc2 = nn.Dense(D, kernel_init=scaled, name="fc2")
+        self.attn_out = nn.Dense(D, use_bias=False, kernel_init=scaled, dtype=dt, name="attn_out")
+        self.fc1 = nn.Dense(self.mlp_ratio * D, dtype=dt, name="fc1")
+        self.fc2 = nn.Dense(D, kernel_init=scaled, dtype=dt, name="fc2")
 
     def _qkv(self, h, positions):
         B, L = h.shape[:2]
         hd = self.d_model // self.n_heads
-        q, k, v = jnp.split(self.qkv(rms_norm(h, self.norm1, self.norm_eps)), 3, axis=-1)
+        x = rms_norm(h, self.norm1, self.norm_eps).astype(self.dtype)
+        q, k, v = jnp.split(self.qkv(x).astype(jnp.float32), 3, axis=-1)
         q, k, v = (a.reshape(B, L, self.n_heads, hd) for a in (q, k, v))
         return rope(q, positions), rope(k, positions), v
 
     def _mlp_residual(self, h, attn):
-        a = h + self.attn_out(attn)
-        m = self.fc2(nn.gelu(self.fc1(rms_norm(a, self.norm2, self.norm_eps))))
-        return a + m - h
+        h = h.astype(jnp.float32)
+        a = h + self.attn_out(attn.astype(self.dtype)).astype(jnp.float32)
+        m = self.fc2(nn.gelu(self.fc1(rms_norm(a, self.norm2, self.norm_eps).astype(self.dtype))))
+        return a + m.astype(jnp.float32) - h
 
     @staticmethod
     def _attend(q, k, v, mask):
@@ -95,12 +100,32 @@ class TransformerMixer(nn.Module):
         s = jnp.where(mask, s, -jnp.inf)
         return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(s, axis=-1), v), 1, 2)
 
-    def __call__(self, h: Array) -> Array:
+    def __call__(self, h: Array, seq_idx: Array | None = None) -> Array:
+        """h [batch, L, d_model]; ``seq_idx`` int32[batch, L] (packed documents): attention is
+        masked to the query's document and RoPE positions restart at each document (as
+        recurrentgemma's ``segment_pos``), so a packed row equals its documents run apart."""
         B, L, D = h.shape
         pos = jnp.arange(L)
+        causal = pos[:, None] >= pos[None, :]
+        if seq_idx is None:
+            q, k, v = self._qkv(h, pos)
+            return self._mlp_residual(h, self._attend(q, k, v, causal).reshape(B, L, D))
+        q, k, v = self._qkv(h, segment_positions(seq_idx))
+        mask = (causal[None] & (seq_idx[:, :, None] == seq_idx[:, None, :]))[:, None]
+        return self._mlp_residual(h, self._attend(q, k, v, mask).reshape(B, L, D))
+
+    def prefill(self, h: Array, cache: KVCache) -> tuple[Array, KVCache]:
+        """Parallel forward over a chunk written into the KV cache at ``cache.pos``: the chunk's
+        queries attend to every cached key at a position <= their own. h [batch, L, d_model];
+        needs ``cache.pos + L <= max_len``. Returns ``(out, cache advanced by L)``."""
+        B, L, D = h.shape
+        pos = cache.pos + jnp.arange(L)
         q, k, v = self._qkv(h, pos)
-        attn = self._attend(q, k, v, pos[:, None] >= pos[None, :])
-        return self._mlp_residual(h, attn.reshape(B, L, D))
+        K = jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), cache.pos, 1)
+        V = jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), cache.pos, 1)
+        mask = jnp.arange(K.shape[1])[None, :] <= pos[:, None]
+        attn = self._attend(q, K, V, mask).reshape(B, L, D)
+        return self._mlp_residual(h, attn), KVCache(K, V, cache.pos + L)
 
     def step(self, h: Array, cache: KVCache) -> tuple[Array, KVCache]:
         """One token h f32[batch, d_model] at position ``cache.pos``."""
@@ -111,6 +136,15 @@ class TransformerMixer(nn.Module):
         mask = (jnp.arange(K.shape[1]) <= cache.pos)[None, :]
         attn = self._attend(q, K, V, mask).reshape(B, D)
         return self._mlp_residual(h, attn), KVCache(K, V, cache.pos + 1)
+
+
+def segment_positions(seq_idx: Array) -> Array:
+    """Position of each token inside its document: int32[batch, L] from a non-decreasing
+    document index int32[batch, L] (recurrentgemma's ``segment_pos``)."""
+    L = seq_idx.shape[-1]
+    t = jnp.arange(L)
+    start = jnp.pad(seq_idx[:, 1:] != seq_idx[:, :-1], ((0, 0), (1, 0)), constant_values=True)
+    return t - jax.lax.cummax(jnp.where(start, t, 0), axis=1)
 
 
 def init_kv_cache(batch: int, max_len: int, d_model: int, n_heads: int) -> KVCache:

@@ -12,7 +12,10 @@ Presets (``--config experiments/configs/ssm.py:<preset>``):
   step, trained at L = 64 (CPU scale; paper 256) and evaluated at 4x and 16x (256, 1024), 4000
   steps (paper: 204 800).
   ``induction_l256``: the same at the paper's training length 256, evaluated at 1024 and 4096.
-* ``mqar``, ``listops``: small CPU versions.
+* ``induction_hybrid`` / ``mqar_hybrid``: Mamba with attention at layer 1 (``attn_layer_idx``),
+  beside ``induction`` / ``induction_transformer`` and ``mqar`` / ``mqar_transformer``.
+* ``mqar``, ``listops`` (S4D), ``listops_mamba``, ``listops_transformer``: small CPU versions;
+  ListOps accuracy is measured on a held-out test pool.
 
 ``--config.model.layer=mamba|mamba2|s4d|s4|transformer`` swaps the model with everything else
 equal; ``--config.model.scan_method`` picks the selective-scan back-end.
@@ -51,6 +54,11 @@ def base() -> ml_collections.ConfigDict:
     c.model.n_heads = 4  # transformer
     c.model.mlp_ratio = 4
     c.model.norm_eps = 1e-5
+    c.model.attn_layer_idx = ()  # hybrid: Transformer (attention) mixers at these layer indices
+    c.model.d_intermediate = 0  # > 0: gated MLP block after every mixer
+    c.model.dtype = "float32"  # compute dtype ("bfloat16": mixed precision, params f32)
+    c.model.linear_init = "torch"  # mamba/mamba2 in_proj/x_proj init ("torch" = upstream)
+    c.model.conv_bias = True
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "selective_copying"  # ssm.tasks.names()
@@ -166,6 +174,27 @@ def mqar() -> ml_collections.ConfigDict:
     return c
 
 
+def _hybrid(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Mamba at layer 0, attention (+ MLP) at layer 1: the smallest Jamba-style hybrid."""
+    c.model.layer = "mamba"
+    c.model.attn_layer_idx = (1,)
+    return c
+
+
+def induction_hybrid() -> ml_collections.ConfigDict:
+    return _hybrid(induction())
+
+
+def mqar_transformer() -> ml_collections.ConfigDict:
+    c = mqar()
+    c.model.layer = "transformer"
+    return c
+
+
+def mqar_hybrid() -> ml_collections.ConfigDict:
+    return _hybrid(mqar())
+
+
 def listops() -> ml_collections.ConfigDict:
     c = base()
     c.task.name = "listops"
@@ -178,6 +207,19 @@ def listops() -> ml_collections.ConfigDict:
     return c
 
 
+def listops_mamba() -> ml_collections.ConfigDict:
+    c = listops()
+    c.model.layer = "mamba"
+    c.model.d_state = 16
+    return c
+
+
+def listops_transformer() -> ml_collections.ConfigDict:
+    c = listops()
+    c.model.layer = "transformer"
+    return c
+
+
 PRESETS = {
     "smoke": smoke,
     "cpu": cpu,
@@ -187,8 +229,13 @@ PRESETS = {
     "induction": induction,
     "induction_l256": induction_l256,
     "induction_transformer": induction_transformer,
+    "induction_hybrid": induction_hybrid,
     "mqar": mqar,
+    "mqar_transformer": mqar_transformer,
+    "mqar_hybrid": mqar_hybrid,
     "listops": listops,
+    "listops_mamba": listops_mamba,
+    "listops_transformer": listops_transformer,
 }
 
 

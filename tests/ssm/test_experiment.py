@@ -7,7 +7,7 @@ import pytest
 
 import harness
 from experiments.configs import ssm as configs
-from ssm import train
+from ssm import lm, train
 
 
 def test_smoke_preset_end_to_end(tmp_path):
@@ -45,3 +45,10 @@ def test_bad_config_fails_before_compiling(tmp_path, field, value, match):
 def test_unknown_preset_lists_presets():
     with pytest.raises(harness.ConfigError, match="smoke"):
         configs.get_config("nope")
+
+
+@pytest.mark.parametrize("preset", sorted(configs.PRESETS))
+def test_every_preset_validates(preset):
+    config = configs.get_config(preset)
+    train.validate_config(config)
+    assert lm.validate(config.model).layer_names()[0] == config.model.layer

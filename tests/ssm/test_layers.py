@@ -195,7 +195,7 @@ def _ssd_outputs():
     def run(x, dt, A, B, C, h0):
         out = {
             "rec": mamba2.ssd_recurrent(x, dt, A, B, C),
-            "quad": mamba2.ssd_quadratic(x, dt, A, B, C),
+            "quad": mamba2.ssd_quadratic(x, dt, A, B, C)[0],
         }
         for T in (4, 8, 32):
             out[f"chunk{T}"] = mamba2.ssd_chunked(x, dt, A, B, C, T)

@@ -109,6 +109,28 @@ def test_listops_labels_and_lengths():
     assert np.all(m[:, -1] == 1) and m.sum() == 64
 
 
+def test_listops_eval_set_is_held_out():
+    kw = dict(seq_len=40, min_len=5, max_depth=4, max_args=4, pool_size=64, test_size=48)
+    task = tasks.make("listops", **kw)
+    train = {tuple(r) for r in _np(task.sample(KEY, 512))[0]}
+    x, y, m = _np(task.sample_eval(KEY, 256))
+    test = {tuple(r) for r in x}
+    assert len(train) > 50 and len(test) > 40  # both pools are covered
+    assert not train & test  # no evaluation example is a training example
+    for b in range(256):
+        assert y[b, -1] - 1 == solve_listops(list(x[b]))
+    assert np.all(m[:, -1] == 1)
+    # the exclusion itself: the same seed would regenerate exactly these trees
+    args = (5, 41, 4, 4)
+    a = tasks.listops_pool(20, 0, *args)
+    ex = {tuple(t) for t, _ in a[:10]}
+    b = tasks.listops_pool(20, 0, *args, exclude=ex)
+    assert not {tuple(t) for t, _ in b} & ex and b[0][0] == a[10][0]
+    # the generated tasks evaluate on fresh draws of the same generator
+    ind = tasks.make("induction_heads", seq_len=12)
+    np.testing.assert_array_equal(_np(ind.sample_eval(KEY, 4))[0], _np(ind.sample(KEY, 4))[0])
+
+
 def test_listops_value_golden():
     # [MAX 2 [MIN 4 7 ] 0 ] = max(2, 4, 0) = 4;  [SM 5 6 [MED 1 2 9 ] ] = (5 + 6 + 2) % 10 = 3
     assert tasks.listops_value((1, [2, (0, [4, 7]), 0])) == 4
