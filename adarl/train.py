@@ -355,6 +355,16 @@ def project_mlp_to(mlp: dict, new_ranks: jax.Array, old_ranks: jax.Array, rank_m
     return new
 
 
+def align_mlp_to(mlp: dict, ref: dict, ranks: jax.Array) -> dict:
+    """Each factorised layer of ``mlp`` rotated onto ``ref``'s factors (:func:`lowrank.
+    align_factors`; products unchanged). ranks: i32 (L,), the common rank of both."""
+    new = dict(mlp)
+    for j, name in enumerate(networks.factorised_layer_names(mlp)):
+        a, b = lowrank.align_factors(mlp[name]["A"], mlp[name]["B"], ref[name]["A"], ranks[j])
+        new[name] = {**mlp[name], "A": a, "B": b}
+    return new
+
+
 def _with_mlp(params: dict, mlp: dict) -> dict:
     return {"params": {**params["params"], "mlp": mlp}}
 
@@ -544,10 +554,12 @@ def truncate(s: Setup, agent: AgentState) -> AgentState:
     critic_params = _with_mlp(agent.critic_params, c_mlp)
     if s.target_mode == "copy":
         target = critic_params
-    else:  # "project": the target critics' own best approximation at the new ranks
+    else:  # "project": the target critics' own best approximation at the new ranks, with
+        # factors rotated onto the online ones so that later Polyak steps average like with like
         t_mlp = jax.vmap(functools.partial(project_mlp_to, rank_max=s.rank_max))(
             agent.target_critic_params["params"]["mlp"], c_rank, agent.critic_rank
         )
+        t_mlp = jax.vmap(align_mlp_to)(t_mlp, c_mlp, c_rank)
         target = _with_mlp(agent.target_critic_params, t_mlp)
     return agent.replace(
         actor_params=actor_params,
