@@ -92,6 +92,7 @@ def base() -> ml_collections.ConfigDict:
     c.eval.num_episodes = 10  # deterministic episodes per evaluation (ADARL.md §6)
     c.eval.grid_params = ()  # two (or one) parameter names; () = first two of the spec
     c.eval.grid_scales = (0.5, 0.75, 1.0, 1.25, 1.5)  # multipliers of the nominal value
+    c.eval.grid_values = ml_collections.ConfigDict()  # name -> absolute values (nominal-0 params)
     c.eval.grid_episodes = 4  # episodes per grid point
     return c
 
@@ -166,6 +167,12 @@ def _paper(env: str, interval: int) -> ml_collections.ConfigDict:
     c.sac.lr = 3e-3
     c.lowrank.interval = interval
     c.eval.grid_scales = (0.5, 0.75, 1.0, 1.25, 1.5)
+    if env in ("Ant", "Humanoid"):
+        # Gravity and head-wind (default_params' first two); the wind's nominal is 0, so both
+        # axes are absolute: OMPO's ranges g ∈ [9.81, 19.62], W ∈ 1 ± 0.5, plus calm air.
+        c.eval.grid_params = ("gravity", "wind")
+        c.eval.grid_values.gravity = (9.81, 12.2625, 14.715, 17.1675, 19.62)
+        c.eval.grid_values.wind = (0.0, 0.5, 1.0, 1.5, 2.0)
     return c
 
 
