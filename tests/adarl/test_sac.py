@@ -50,7 +50,15 @@ class ProbeEnv:
 
 
 def probe_config(**train):
-    c = configs.get_config("smoke")
+    """Tiny SAC/AdaRL config for the probe envs (independent of the smoke preset)."""
+    c = configs.base()
+    c.env.episode_length = 40
+    c.env.action_repeat = 2
+    c.train.replay_size = 2048
+    c.train.checkpoint_every = 2
+    c.train.eval_every = 2
+    c.eval.grid_scales = (0.8, 1.2)
+    c.eval.grid_episodes = 1
     c.num_seeds = 1
     c.train.num_envs = 4
     c.train.num_updates = 12
