@@ -8,7 +8,8 @@ Version bounds are the ranges this repository was tested with (see README, "Test
   on 0.11; see docs_proposals/i16-scan.md). JAX 0.10 removed
   ``jax.device_put_replicated``, which brax 0.14's training agents still call; we never call
   brax's trainers on the library path, and ``benchmarks/sac.py`` carries a small shim for it.
-* MuJoCo / MJX / Playground are tested at mujoco 4.0, mujoco-mjx 3.17 and playground 0.2.
+* MuJoCo / MJX / Playground are tested at mujoco 4.0, mujoco-mjx 3.17 and playground 0.2;
+  gymnasium 1.4.0 supplies the Gym MuJoCo XML read by the fidelity tests.
 """
 
 from setuptools import find_packages, setup
@@ -22,6 +23,7 @@ INSTALL_REQUIRES = [
     "brax>=0.14,<0.15",
     "mujoco>=3.3,<5",
     "mujoco-mjx>=3.3,<4",
+    "gymnasium>=1.4,<2",  # its MuJoCo v5 XML (tested at 1.4.0); no gymnasium[mujoco] extra
     "playground>=0.2,<0.3",
     "orbax-checkpoint>=0.12,<0.13",
     "ml-collections>=1.1,<2",

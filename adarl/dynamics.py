@@ -147,6 +147,10 @@ def wasserstein_sampler(
     single particles reach up to ``n^{1/p} ε``, i.e. far outliers at small mass) or ``w_i = 1/n``
     ("equal": every particle at distance ``t^{1/p} ε``); directions are uniform on the sphere.
 
+    The guarantee is per joint draw. Under per-episode resampling (:mod:`adarl.wrappers`) it
+    holds for each episode's marginal law, not for the parameters in use at one instant (see
+    that module's docstring).
+
     Args:
       spec: parameter spec; the metric unit is ``spec.scale``.
       eps: radius ε ≥ 0 in scaled units.

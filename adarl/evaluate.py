@@ -3,7 +3,8 @@
 ADARL.md §4: evaluations under the fixed nominal dynamics P° (the env's own model) and robustness
 sweeps over two physical parameters (App. A.2.4, Fig. 8), here a grid ``nominal · scale`` for
 ``config.eval.grid_params`` (default the first two parameters of the task's spec) with the
-``config.eval.grid_scales`` multipliers. All seeds (vmapped) and all grid points run as one batch.
+``config.eval.grid_scales`` multipliers, or absolute ``config.eval.grid_values[name]`` (needed
+for parameters whose nominal is 0, such as wind). All seeds (vmapped) and all grid points run as one batch.
 The grid helpers, JSON layout and heat map are shared with ``adarl.robust_eval`` (issue 7).
 """
 
@@ -33,6 +34,35 @@ def grid_names(config: Any, spec: Any) -> tuple[str, ...]:
     return names
 
 
+def grid_axes(config: Any, spec: Any, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """The physical values of the two grid axes, f64 (n1,), (n2,).
+
+    ``config.eval.grid_values[name]`` (absolute values) where given, else ``nominal · scale``
+    for ``config.eval.grid_scales`` (clipped to the spec's bounds). A relative grid around a
+    nominal of 0 (e.g. the wind of ant/humanoid) would be all zeros, so such a parameter
+    needs absolute values: ValueError naming ``config.eval.grid_values``.
+    """
+    rel = robust_eval.grid_points(spec, names, list(config.eval.grid_scales))
+    absolute = dict(config.eval.get("grid_values", {}) or {})
+    unknown = sorted(set(absolute) - set(spec.names))
+    if unknown:
+        raise ValueError(f"config.eval.grid_values names {unknown}, not parameters of {spec.names}")
+    out = []
+    for name, values in zip(names, rel, strict=True):
+        i = spec.names.index(name)
+        if name in absolute:
+            v = np.asarray(absolute[name], np.float64)
+            out.append(np.clip(v, spec.lower[i], spec.upper[i]))
+        elif spec.nominal[i] == 0:
+            raise ValueError(
+                f"grid parameter {name!r} has nominal 0, so config.eval.grid_scales would give "
+                f"an all-zero axis; set config.eval.grid_values.{name} to absolute values"
+            )
+        else:
+            out.append(values)
+    return tuple(out)
+
+
 def robustness(fns: Any, agents: Any, config: Any, key: jax.Array) -> dict[str, Any]:
     """Nominal and perturbed returns of every seed.
 
@@ -49,7 +79,7 @@ def robustness(fns: Any, agents: Any, config: Any, key: jax.Array) -> dict[str, 
     """
     spec = fns.envs.spec
     names = grid_names(config, spec)
-    v1, v2 = robust_eval.grid_points(spec, names, list(config.eval.grid_scales))
+    v1, v2 = grid_axes(config, spec, names)
     n1, n2, e = len(v1), len(v2), int(config.eval.grid_episodes)
     base = np.tile(spec.nominal.astype(np.float32), (n1, n2, e, 1))
     base[..., spec.names.index(names[0])] = v1[:, None, None]

@@ -120,6 +120,29 @@ def _factors_from_svd(u, s, vt, new_rank, a, b):
     return a_new, b_new
 
 
+def align_factors(
+    a: jax.Array, b: jax.Array, a_ref: jax.Array, rank: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Rotates the factors of ``A B`` onto ``a_ref`` without changing the product (Procrustes).
+
+    Two SVD projections of nearby kernels can pick singular vectors of opposite sign or rotated
+    inside near-degenerate subspaces; Polyak-averaging such factors averages ``A₁B₁`` and
+    ``A₂B₂`` term by term and destroys the kernel. The orthogonal R = argmin ‖A R − A_ref‖_F
+    (the polar factor of Aᵀ A_ref, Schönemann 1966) acts on the first ``rank`` columns only
+    (identity on the masked ones), so ``(A R)(Rᵀ B) = A B`` also under the rank mask.
+
+    Args:
+      a, a_ref: f32 (in, R), zero beyond ``rank``; b: f32 (R, out); rank: i32 ().
+    Returns:
+      (A R, Rᵀ B) with the shapes of (a, b).
+    """
+    mask = networks.rank_mask(rank, a.shape[-1], a.dtype)
+    m = (a.T @ a_ref) * mask[:, None] * mask[None, :] + jnp.diag(1.0 - mask)
+    u, _, vt = jnp.linalg.svd(m)
+    r = u @ vt
+    return a @ r, r.T @ b
+
+
 def project_layer(
     layer: dict, rank: jax.Array, rule: str, beta: float, enabled: jax.Array | bool = True
 ) -> Projection:

@@ -348,6 +348,13 @@ class ParamSpec:
             raise ValueError(f"vector has last dimension {x.shape[-1]}, spec has {self.dim}")
         return {n: x[..., i] for i, n in enumerate(self.names)}
 
+    def clip(self, params: Mapping[str, jax.Array]) -> Params:
+        """Each value clipped into its physical range ``[lower, upper]`` (f32, same shapes)."""
+        return {
+            n: jnp.clip(jnp.asarray(params[n], jnp.float32), lo, hi)
+            for n, lo, hi in zip(self.names, self.lower, self.upper, strict=True)
+        }
+
     def nominal_params(self, n: int | None = None) -> Params:
         """The nominal values, as f32 scalars or broadcast to (n,)."""
         shape = () if n is None else (n,)

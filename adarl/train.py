@@ -8,8 +8,12 @@
 The algorithm (``config.algo``, registry :data:`ALGOS`) only switches the upper level with
 everything else equal:
 
-* ``"sac"``: SAC (Haarnoja et al. 2018) with tanh-Gaussian actor, twin critics, clipped double-Q,
-  Polyak targets, fixed or learned temperature; the factorised layers keep their initial rank.
+* ``"sac"``: the paper's SAC baseline (Spinning Up; Haarnoja et al. 2018): tanh-Gaussian actor,
+  twin critics, clipped double-Q, Polyak targets, fixed or learned temperature, with *dense*
+  hidden layers, a constant learning rate and no observation normalisation (:data:`PAPER_SAC`,
+  pinned by :func:`resolve_config`).
+* ``"sac_factorised"``: the same SAC on AdaRL's factorised layers, schedule and normaliser,
+  without truncation (the layers keep their initial rank): AdaRL minus rank adaptation.
 * ``"adarl"``: Algorithm 1 of AdaRL (arXiv 2510.11899): every ``lowrank.interval`` gradient steps
   (skipping k = 0, ADARL.md §2.3) each factorised layer is SVD-projected to the rank chosen by
   ``lowrank.rule`` (Eq. 14 by default), the target critics are re-copied from the projected
@@ -27,6 +31,7 @@ interval.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -55,14 +60,29 @@ from adarl.types import AgentState, ReplayState, TrainState, Transition
 
 @dataclasses.dataclass(frozen=True)
 class AlgoSpec:
-    """What an algorithm switches on: rank adaptation and/or the Parseval penalty."""
+    """What an algorithm switches on: rank adaptation and/or the Parseval penalty.
+
+    fixes: dotted config fields the algorithm pins, ``((field, value), ...)``; applied by
+    :func:`resolve_config` before validation (so the saved config.json shows what ran).
+    """
 
     truncate: bool
     parseval: bool
+    fixes: tuple[tuple[str, Any], ...] = ()
 
 
+# The paper's SAC baseline (Spinning Up, ADARL.md §2.7): dense 64-64, constant learning rate,
+# no warm-up, no observation normalisation.
+PAPER_SAC = (
+    ("network.low_rank", False),
+    ("network.normalize_observations", False),
+    ("sac.lr_schedule", "constant"),
+    ("sac.warmup_steps", 0),
+)
 ALGOS: harness.Registry[AlgoSpec] = harness.Registry("algorithm")
-ALGOS.add("sac", AlgoSpec(truncate=False, parseval=False))
+ALGOS.add("sac", AlgoSpec(truncate=False, parseval=False, fixes=PAPER_SAC))
+# The same factorised layers, schedule and normaliser as AdaRL, without truncation.
+ALGOS.add("sac_factorised", AlgoSpec(truncate=False, parseval=False))
 ALGOS.add("adarl", AlgoSpec(truncate=True, parseval=False))
 ALGOS.add("parseval", AlgoSpec(truncate=False, parseval=True))
 ALPHA_MODES = ("fixed", "auto")
@@ -72,6 +92,17 @@ TARGET_MODES = ("copy", "project")
 
 def get_algo(name: str) -> AlgoSpec:
     return ALGOS.get(name, "algo")
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with the fields its algorithm pins (:attr:`AlgoSpec.fixes`) set;
+    an unknown ``config.algo`` raises ConfigError. The caller's config is not changed."""
+    harness.check_choice(config, "algo", ALGOS.names())
+    out = copy.deepcopy(config)
+    for field, value in get_algo(config.algo).fixes:
+        section, name = field.split(".")
+        out[section][name] = value
+    return out
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -355,6 +386,16 @@ def project_mlp_to(mlp: dict, new_ranks: jax.Array, old_ranks: jax.Array, rank_m
     return new
 
 
+def align_mlp_to(mlp: dict, ref: dict, ranks: jax.Array) -> dict:
+    """Each factorised layer of ``mlp`` rotated onto ``ref``'s factors (:func:`lowrank.
+    align_factors`; products unchanged). ranks: i32 (L,), the common rank of both."""
+    new = dict(mlp)
+    for j, name in enumerate(networks.factorised_layer_names(mlp)):
+        a, b = lowrank.align_factors(mlp[name]["A"], mlp[name]["B"], ref[name]["A"], ranks[j])
+        new[name] = {**mlp[name], "A": a, "B": b}
+    return new
+
+
 def _with_mlp(params: dict, mlp: dict) -> dict:
     return {"params": {**params["params"], "mlp": mlp}}
 
@@ -544,10 +585,12 @@ def truncate(s: Setup, agent: AgentState) -> AgentState:
     critic_params = _with_mlp(agent.critic_params, c_mlp)
     if s.target_mode == "copy":
         target = critic_params
-    else:  # "project": the target critics' own best approximation at the new ranks
+    else:  # "project": the target critics' own best approximation at the new ranks, with
+        # factors rotated onto the online ones so that later Polyak steps average like with like
         t_mlp = jax.vmap(functools.partial(project_mlp_to, rank_max=s.rank_max))(
             agent.target_critic_params["params"]["mlp"], c_rank, agent.critic_rank
         )
+        t_mlp = jax.vmap(align_mlp_to)(t_mlp, c_mlp, c_rank)
         target = _with_mlp(agent.target_critic_params, t_mlp)
     return agent.replace(
         actor_params=actor_params,
@@ -685,7 +728,8 @@ class TrainFns(NamedTuple):
 
 
 def make_train_fns(config: ml_collections.ConfigDict, envs: EnvBundle | None = None) -> TrainFns:
-    """Builds init/update/evaluate for one seed (validates ``config`` first)."""
+    """Builds init/update/evaluate for one seed (resolves and validates ``config`` first)."""
+    config = resolve_config(config)
     validate(config)
     s = make_setup(config, make_envs(config) if envs is None else envs)
     bind = functools.partial
@@ -711,6 +755,7 @@ def make_train(config: ml_collections.ConfigDict, envs: EnvBundle | None = None)
     (mean deterministic return under nominal dynamics at the end). jit it; vmap it over keys
     for several seeds.
     """
+    config = resolve_config(config)
     fns = make_train_fns(config, envs)
 
     def train(key: jax.Array):
@@ -774,6 +819,7 @@ def train_and_evaluate(
     ``robustness.png`` (nominal and perturbed-dynamics returns per seed), and adds the
     robustness numbers to ``summary.json`` under ``"robustness"``.
     """
+    config = resolve_config(config)
     validate(config)
     fns = make_train_fns(config) if fns is None else fns
     num_seeds = int(config.num_seeds)

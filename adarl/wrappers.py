@@ -26,6 +26,23 @@ never recompiles (checked by the tests through ``jax.jit(...)._cache_size()`` an
 ``state.done`` is the done flag of the transition just taken (termination or time limit);
 ``state.obs`` after a done step is already the next episode's first observation.
 
+What a Wasserstein-ball sampler guarantees here (:func:`adarl.dynamics.wasserstein_sampler`,
+W_p in the spec's scaled units, radius ε around the centroid P̂):
+
+* **Per joint draw.** Every call of the sampler draws N particles whose empirical measure Q_N
+  satisfies W_p(Q_N, P̂) ≤ ε. At ``reset`` all N envs take one draw, so the batch at t = 0 is in
+  the ball.
+* **Per episode (marginal).** At an auto-reset a fresh joint draw is made and only the envs
+  whose episode just ended take their particle of it. The particles of a draw are exchangeable,
+  so the law of one env's parameters in one episode is E[Q_N], and by convexity of W_p^p
+  W_p(E[Q_N], P̂)^p ≤ E[W_p(Q_N, P̂)^p] ≤ ε^p: each episode's parameters are a draw from a
+  distribution inside the ball.
+* **Not per instant.** The N parameter vectors in use at one moment come from different draws
+  and are *not* one draw from the ball; with ``allocation="dirichlet"`` a single particle (hence
+  a single episode) can sit up to n^{1/p}·ε from its atom (``allocation="equal"``: at most ε).
+  Nor is the time-weighted distribution of parameters in use (long episodes weigh more).
+* **Physical range.** Every drawn parameter is clipped into ``[spec.lower, spec.upper]``.
+
 Brax/Playground's ``randomization_fn`` (one model per env slot for the whole run) stays
 available through :func:`randomization_fn`.
 """
@@ -122,7 +139,8 @@ class BatchedEnv:
     def _draw(self, key: jax.Array, n: int, episode: jax.Array) -> Params:
         if self.sampler is None:
             return {}
-        return self.sampler(key, n, episode=episode)
+        # Samplers clip already; this keeps any sampler (a user's, a schedule) physical.
+        return self.spec.clip(self.sampler(key, n, episode=episode))
 
     def _start(self, keys: jax.Array, params: Params, fixed: bool, dyn_key: jax.Array) -> State:
         n = keys.shape[0]

@@ -8,9 +8,14 @@ Presets (``--config experiments/configs/adarl.py:<preset>``):
   from 0.5× to 2× nominal.
 * ``hopper``, ``walker2d``, ``ant``, ``humanoid``: the paper's hyperparameters (64-64 ReLU, Adam
   3e-3, β = 0.98, d_t = 1M (0.7M Walker2d), Spinning Up's batch 100, γ 0.99, τ 0.005, α 0.2) with
-  the OMPO dynamics schedule, for a GPU. ``<preset>_parseval`` selects the Parseval baseline.
+  the OMPO dynamics schedule, for a GPU. ``<preset>_parseval`` selects the Parseval baseline,
+  ``<preset>_sac`` the paper's SAC baseline and ``<preset>_sac_factorised`` AdaRL's network
+  without truncation.
 
-``--config.algo=sac|adarl|parseval`` switches the upper level with everything else equal.
+``--config.algo=adarl|sac_factorised|parseval`` switches the upper level with everything else
+equal; ``--config.algo=sac`` is the paper's Spinning Up baseline, which also pins a dense
+network, a constant learning rate without warm-up and no observation normalisation
+(``adarl.train.PAPER_SAC``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import harness
 
 def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.algo = "adarl"  # "sac" | "adarl" | "parseval" (adarl.train.ALGOS)
+    c.algo = "adarl"  # "adarl" | "sac" | "sac_factorised" | "parseval" (adarl.train.ALGOS)
     c.seed = 0  # root seed; seeds of the vmapped runs are split from it
     c.num_seeds = 1  # runs vmapped in one process
 
@@ -87,6 +92,7 @@ def base() -> ml_collections.ConfigDict:
     c.eval.num_episodes = 10  # deterministic episodes per evaluation (ADARL.md §6)
     c.eval.grid_params = ()  # two (or one) parameter names; () = first two of the spec
     c.eval.grid_scales = (0.5, 0.75, 1.0, 1.25, 1.5)  # multipliers of the nominal value
+    c.eval.grid_values = ml_collections.ConfigDict()  # name -> absolute values (nominal-0 params)
     c.eval.grid_episodes = 4  # episodes per grid point
     return c
 
@@ -161,6 +167,12 @@ def _paper(env: str, interval: int) -> ml_collections.ConfigDict:
     c.sac.lr = 3e-3
     c.lowrank.interval = interval
     c.eval.grid_scales = (0.5, 0.75, 1.0, 1.25, 1.5)
+    if env in ("Ant", "Humanoid"):
+        # Gravity and head-wind (default_params' first two); the wind's nominal is 0, so both
+        # axes are absolute: OMPO's ranges g ∈ [9.81, 19.62], W ∈ 1 ± 0.5, plus calm air.
+        c.eval.grid_params = ("gravity", "wind")
+        c.eval.grid_values.gravity = (9.81, 12.2625, 14.715, 17.1675, 19.62)
+        c.eval.grid_values.wind = (0.0, 0.5, 1.0, 1.5, 2.0)
     return c
 
 
@@ -173,7 +185,10 @@ PRESETS = {
     "humanoid": lambda: _paper("Humanoid", 1_000_000),
 }
 for _name in ("cpu", "hopper", "walker2d", "ant", "humanoid"):
-    PRESETS[f"{_name}_parseval"] = (lambda f: lambda: _with_algo(f(), "parseval"))(PRESETS[_name])
+    for _algo in ("parseval", "sac", "sac_factorised"):
+        PRESETS[f"{_name}_{_algo}"] = (lambda f, a: lambda: _with_algo(f(), a))(
+            PRESETS[_name], _algo
+        )
 
 
 def _with_algo(c: ml_collections.ConfigDict, algo: str) -> ml_collections.ConfigDict:

@@ -116,6 +116,27 @@ def test_ball_around_atoms_and_with_clipping(spec, p):
     assert clipped > 0
 
 
+@pytest.mark.parametrize("p", [1, 2])
+def test_ball_assigns_exactly_n_over_m_particles_per_atom(spec, p):
+    """Atoms 10 metric units apart, ε = 0.05: each particle's nearest atom is its owner, every
+    atom owns exactly n/m particles, and W_p ≤ ε. Kills: owners drawn at random instead of a
+    balanced permutation (unequal counts put W_p far outside the ball)."""
+    m, n, eps = 4, 12, 0.05
+    atoms = spec.nominal + 10.0 * spec.scale * np.arange(m)[:, None]
+    wide = param_spec(
+        envs.make("cartpole"),
+        spec.names,
+        bounds={k: (lo, hi + 40.0 * s) for k, lo, hi, s in zip(
+            spec.names, spec.lower, spec.upper, spec.scale, strict=True)},
+    )  # fmt: skip
+    sampler = make_sampler("wasserstein", wide, eps=eps, p=p, atoms=atoms, budget="boundary")
+    for seed in range(10):
+        v = np.asarray(wide.to_vector(sampler(jax.random.PRNGKey(seed), n)))
+        d = np.linalg.norm((v[:, None] - atoms[None]) / wide.scale, axis=-1)  # (n, m)
+        np.testing.assert_array_equal(np.bincount(d.argmin(1), minlength=m), [n // m] * m)
+        assert wasserstein_distance(v, atoms, p, wide) <= eps * (1 + 1e-5)
+
+
 def test_ball_covers_the_ball_not_only_its_centre(spec):
     eps, n = 0.3, 16
     sampler = make_sampler("wasserstein", spec, eps=eps, p=2)

@@ -50,7 +50,15 @@ class ProbeEnv:
 
 
 def probe_config(**train):
-    c = configs.get_config("smoke")
+    """Tiny SAC/AdaRL config for the probe envs (independent of the smoke preset)."""
+    c = configs.base()
+    c.env.episode_length = 40
+    c.env.action_repeat = 2
+    c.train.replay_size = 2048
+    c.train.checkpoint_every = 2
+    c.train.eval_every = 2
+    c.eval.grid_scales = (0.8, 1.2)
+    c.eval.grid_episodes = 1
     c.num_seeds = 1
     c.train.num_envs = 4
     c.train.num_updates = 12
@@ -190,3 +198,23 @@ def test_alpha_loss_moves_temperature_towards_target_entropy():
     assert float(grad) == pytest.approx(-(1.0 - 2.0))  # = 1 > 0: entropy −1 > target −2, α falls
     grad = jax.grad(lambda la: losses.alpha_loss(la, logp, 0.0)[0])(jnp.float32(0.3))
     assert float(grad) == pytest.approx(-1.0)  # entropy −1 < target 0: α grows
+
+
+def test_sac_arms_dense_paper_baseline_and_factorised():
+    """``sac`` pins the paper's Spinning Up settings (dense, constant lr, no normaliser);
+    ``sac_factorised`` keeps AdaRL's factorised layers, cosine and normaliser."""
+    c = probe_config()
+    c.algo = "sac"
+    dense = train_lib.make_train_fns(c, probe_envs())
+    assert c.network.low_rank and c.sac.lr_schedule == "cosine"  # the caller's config unchanged
+    s = dense.setup
+    assert s.n_layers == 0 and not s.norm_on and s.lr_kw["schedule"] == "constant"
+    assert s.lr_kw["warmup_steps"] == 0 and not s.algo.truncate
+    params = dense.nets.actor.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)), jnp.ones((1,), int))
+    assert "kernel" in params["params"]["mlp"]["hidden_1"]
+    c.algo = "sac_factorised"
+    fact = train_lib.make_train_fns(c, probe_envs()).setup
+    assert fact.n_layers == 1 and fact.norm_on and fact.lr_kw["schedule"] == "cosine"
+    assert not fact.algo.truncate and fact.lr_kw["warmup_steps"] == c.sac.warmup_steps
+    resolved = train_lib.resolve_config(c.copy_and_resolve_references())
+    assert resolved.network.low_rank

@@ -204,3 +204,29 @@ def test_nominal_wrapper_equals_applying_nominal_params():
         np.testing.assert_allclose(a.obs, b.obs, atol=1e-5)
     m = apply_params(env.mjx_model, spec.nominal_params())
     np.testing.assert_allclose(m.body_mass, env.mjx_model.body_mass, rtol=1e-6)
+
+
+def test_drawn_parameters_are_clipped_into_their_physical_range(setup):
+    """A sampler that does not clip (here: a mass 1 + 40·sin(i), negative at i = 4 and 5) still
+    gives the envs only physical values (mass >= its lower bound), at reset and auto-resets."""
+    from adarl.dynamics import Sampler
+
+    env, spec, _, _, _, _ = setup
+    name = next(n for n, lo in zip(spec.names, spec.lower, strict=True) if n.startswith("mass"))
+    lower = spec.lower[spec.names.index(name)]
+    assert np.isfinite(lower)
+
+    def fn(key, n, episode):
+        m = 1.0 + 40.0 * jnp.sin(jnp.asarray(episode, jnp.float32))
+        return {**spec.nominal_params(n), name: m}
+
+    benv = wrap(env, Sampler("raw", spec, fn, uses_episode=True), episode_length=1)
+    step = jax.jit(benv.step)
+    state = jax.jit(benv.reset)(jax.random.split(jax.random.PRNGKey(0), N))
+    seen = []
+    for _ in range(6):
+        state = step(state, jnp.zeros((N, 1)))
+        seen.append(np.asarray(state.info["params"][name]))
+    seen = np.concatenate(seen)
+    assert seen.min() == pytest.approx(lower)  # sin(4), sin(5) < 0: clipped, not negative
+    assert seen.max() > 30.0
