@@ -197,3 +197,22 @@ def test_learned_critic_separates_risky_states_and_drives_the_shield(toy, unshie
     m = shield.metrics(tr)
     assert m["call_rate"] < 1.0  # the critic saves verifier calls ...
     assert m["violation_rate"] < shield.metrics(unshielded)["violation_rate"]  # ... and still helps
+
+
+@pytest.mark.slow  # trains a smoke run first (minutes of MJX compiles on CPU)
+def test_shield_experiment_on_a_smoke_run(tmp_path):
+    from adarl import shield_eval, train
+    from experiments.configs import adarl as adarl_cfgs
+    from experiments.configs import shield as shield_cfgs
+
+    rc = adarl_cfgs.get_config("smoke")
+    rc.env.name = "CartpoleSwingup"
+    train.train_and_evaluate(rc, str(tmp_path))
+    out = shield_eval.evaluate_run(str(tmp_path), shield_cfgs.get_config("smoke"))
+    assert set(out["table"]) >= {"nominal", "grid"}
+    for seed in out["per_seed"]:
+        for row in seed["conditions"].values():
+            assert row["unshielded"]["call_rate"] == 0.0
+            s = row["shielded"]
+            assert 0.0 <= s["intervention_rate"] <= s["call_rate"] <= 1.0
+    assert (tmp_path / shield_eval.SHIELD_FILE).exists()
