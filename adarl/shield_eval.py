@@ -71,7 +71,7 @@ def _episodes(theta: np.ndarray, n: int) -> jax.Array:
     return jnp.asarray(np.tile(theta, (n, 1)), jnp.float32)
 
 
-def fit_seed_critic(built, policy_params, spec, config, worst, key):
+def fit_seed_critic(built, policy_params, spec, config, worst, models, key):
     """The safety critic of one seed, fitted on unshielded rollouts under nominal, worst-case and
     ball-sampled dynamics (the wind-tunnel and training distributions)."""
     n = config.episodes
@@ -88,7 +88,8 @@ def fit_seed_critic(built, policy_params, spec, config, worst, key):
     )
     for i, th in enumerate(thetas):
         keys = jax.random.split(jax.random.fold_in(k_run, i), n)
-        tr = built.runner.run(policy_params, dummy, th, th[:, None], keys, off)
+        # same argument shapes as the evaluation runs: one compile serves both
+        tr = built.runner.run(policy_params, dummy, th, models, keys, off)
         y = safety.violation_labels(
             jnp.swapaxes(tr.violated, 0, 1), ~jnp.swapaxes(tr.alive, 0, 1), config.label_horizon
         )
@@ -123,10 +124,10 @@ def evaluate_seed(built, run, spec, config, conds, s: int) -> dict[str, Any]:
     pp = jax.tree.map(lambda x: x[s], run.params)
     n = config.episodes
     worst = conds.get("worst", conds["nominal"])[s]
-    critic_params, pos_rate = fit_seed_critic(
-        built, pp, spec, config, worst, jax.random.PRNGKey(1000 + s)
-    )
     models = jnp.asarray(np.stack([spec.nominal, worst]), jnp.float32)
+    critic_params, pos_rate = fit_seed_critic(
+        built, pp, spec, config, worst, models, jax.random.PRNGKey(1000 + s)
+    )
     knobs = {"shielded": shield.Knobs(jnp.float32(config.tau), jnp.int32(config.every)),
              "unshielded": shield.Knobs(jnp.float32(1.0), jnp.int32(0))}  # fmt: skip
     keys = jax.random.split(jax.random.PRNGKey(config.eval_seed), n)
