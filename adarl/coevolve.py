@@ -36,6 +36,7 @@ import harness
 from adarl import dynamics, rnac, robust_eval, tasks, wrappers
 from adarl import ppo as ppo_lib
 from adarl import windtunnel as wt
+from harness import checkpoint as harness_checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # Failure bank
@@ -192,6 +193,27 @@ class Attack(NamedTuple):
     failure_seeds: np.ndarray
 
 
+class LoopState(NamedTuple):
+    """Everything the loop needs to continue after ``next_round - 1`` finished rounds.
+
+    state: last accepted policy state; bank: the failure bank; reference: metrics of the last
+    accepted checkpoint; rejections: consecutive rejections so far; history: per-round dicts
+    (round 0 = the initial attack); next_round: first round still to run (1-based).
+    """
+
+    state: Any
+    bank: FailureBank
+    reference: RoundMetrics
+    rejections: int
+    history: list
+    next_round: int
+
+
+def finished(loop: LoopState, max_rounds: int, patience: int) -> bool:
+    """The loop has nothing left to do: all rounds ran, or ``patience`` rejections in a row."""
+    return loop.next_round > max_rounds or loop.rejections >= patience
+
+
 def run(
     state: Any,
     *,
@@ -209,65 +231,147 @@ def run(
     regression_tol: float | None = None,
     bank_return: Callable[[Any, FailureBank], float] | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
+    resume: LoopState | None = None,
+    on_round: Callable[[LoopState], None] | None = None,
 ) -> tuple[Any, FailureBank, list[dict[str, Any]]]:
     """The coevolution loop; returns (last accepted state, bank, per-round history).
 
     Args:
-      state: initial (pre-trained) policy/training state.
+      state: initial (pre-trained) policy/training state (ignored with ``resume``).
       train_round: ``(state, bank, key) -> state`` fine-tunes on the bank-augmented dynamics.
       attack: ``(state, bank) -> Attack``, the wind tunnel on the fixed protocol.
       bank_return: optional ``(state, bank) -> float`` mean return on the bank's failures (the
         regression suite); used by the gate when ``regression_tol`` is set.
+      resume: a :class:`LoopState` saved by ``on_round``; finished rounds are skipped and round r
+        still uses the r-th split of ``key``, so a resumed loop equals an uninterrupted one.
+      on_round: called with the :class:`LoopState` after the initial attack and every round
+        (checkpointing).
     """
     scale_j = jnp.asarray(scale, jnp.float32)
-    bank = bank_init(capacity, dim)
-
-    def remember(bank, att: Attack):
-        if len(att.failure_returns) == 0:
-            return bank
-        severity = np.maximum(att.metrics.nominal - np.asarray(att.failure_returns), 0.0)
-        return bank_insert_many(
-            bank, att.failure_params, severity, att.failure_seeds,
-            scale=scale_j, min_distance=min_distance,
-        )  # fmt: skip
-
-    ref_attack = attack(state, bank)
-    reference = ref_attack.metrics
-    bank = remember(bank, ref_attack)
-    history = [{"round": 0, "accepted": True, "reason": "initial", **reference._asdict(),
-                "bank_size": bank_size(bank)}]  # fmt: skip
-    if log:
-        log(history[-1])
-    rejections = 0
-    for r, k in enumerate(jax.random.split(key, max_rounds), start=1):
-        candidate = train_round(state, bank, k)
-        ref_bank = (
-            bank_return(state, bank) if (bank_return and regression_tol is not None) else None
-        )
-        att = attack(candidate, bank)
-        metrics = att.metrics
-        if bank_return is not None and regression_tol is not None:
-            metrics = metrics._replace(bank_return=bank_return(candidate, bank))
-        accepted, reason = gate(
-            reference,
-            metrics,
-            min_improvement=min_improvement,
-            nominal_budget=nominal_budget,
-            regression_tol=regression_tol,
-            reference_bank_return=ref_bank,
-        )
-        bank = remember(bank, att)
-        if accepted:
-            state, reference, rejections = candidate, metrics, 0
-        else:
-            rejections += 1
-        history.append({"round": r, "accepted": accepted, "reason": reason,
-                        **metrics._asdict(), "bank_size": bank_size(bank)})  # fmt: skip
+    gate_kw = dict(min_improvement=min_improvement, nominal_budget=nominal_budget,
+                   regression_tol=regression_tol)  # fmt: skip
+    remember = functools.partial(_remember, scale=scale_j, min_distance=min_distance)
+    if resume is None:
+        bank = bank_init(capacity, dim)
+        ref_attack = attack(state, bank)
+        bank = remember(bank, ref_attack)
+        first = {"round": 0, "accepted": True, "reason": "initial",
+                 **ref_attack.metrics._asdict(), "bank_size": bank_size(bank)}  # fmt: skip
+        loop = LoopState(state, bank, ref_attack.metrics, 0, [first], 1)
         if log:
-            log(history[-1])
-        if rejections >= patience:
-            break
-    return state, bank, history
+            log(first)
+        if on_round:
+            on_round(loop)
+    else:
+        loop = resume
+    keys = jax.random.split(key, max_rounds)
+    while not finished(loop, max_rounds, patience):
+        r = loop.next_round
+        loop = _round(loop, keys[r - 1], train_round, attack, bank_return, remember, gate_kw)
+        if log:
+            log(loop.history[-1])
+        if on_round:
+            on_round(loop)
+    return loop.state, loop.bank, loop.history
+
+
+def _remember(bank: FailureBank, att: Attack, *, scale, min_distance) -> FailureBank:
+    if len(att.failure_returns) == 0:
+        return bank
+    severity = np.maximum(att.metrics.nominal - np.asarray(att.failure_returns), 0.0)
+    return bank_insert_many(
+        bank, att.failure_params, severity, att.failure_seeds, scale=scale,
+        min_distance=min_distance,
+    )  # fmt: skip
+
+
+def _round(loop: LoopState, key, train_round, attack, bank_return, remember, gate_kw):
+    """One round: fine-tune, attack, remember, gate; returns the next :class:`LoopState`."""
+    use_bank = bank_return is not None and gate_kw["regression_tol"] is not None
+    candidate = train_round(loop.state, loop.bank, key)
+    ref_bank = bank_return(loop.state, loop.bank) if use_bank else None
+    att = attack(candidate, loop.bank)
+    metrics = att.metrics
+    if use_bank:
+        metrics = metrics._replace(bank_return=bank_return(candidate, loop.bank))
+    accepted, reason = gate(loop.reference, metrics, reference_bank_return=ref_bank, **gate_kw)
+    bank = remember(loop.bank, att)
+    entry = {"round": loop.next_round, "accepted": accepted, "reason": reason,
+             **metrics._asdict(), "bank_size": bank_size(bank)}  # fmt: skip
+    if accepted:
+        state, reference, rejections = candidate, metrics, 0
+    else:
+        state, reference, rejections = loop.state, loop.reference, loop.rejections + 1
+    return LoopState(state, bank, reference, rejections, [*loop.history, entry],
+                     loop.next_round + 1)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: one orbax step per finished round, the rounds log beside it
+# ---------------------------------------------------------------------------------------------
+
+ROUNDS_FILE = "coevolve_rounds.jsonl"
+RESULT_FILE = "coevolve.json"
+
+
+def save_round(workdir: str, loop: LoopState) -> None:
+    """Checkpoints ``loop`` as orbax step ``next_round - 1`` under ``workdir/checkpoints`` (the
+    arrays: state, bank, rejections) and rewrites the rounds log ``coevolve_rounds.jsonl`` (one
+    JSON line per finished round) atomically."""
+    tree = {"state": loop.state, "bank": loop.bank._asdict(),
+            "rejections": np.int32(loop.rejections)}  # fmt: skip
+    mngr = harness_checkpoint.manager(workdir, keep=2)
+    try:
+        harness_checkpoint.save(mngr, loop.next_round - 1, tree)
+        mngr.wait_until_finished()
+    finally:
+        mngr.close()
+    tmp = os.path.join(workdir, ROUNDS_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        for entry in loop.history:
+            f.write(json.dumps(entry, default=float) + "\n")
+    os.replace(tmp, os.path.join(workdir, ROUNDS_FILE))
+
+
+def load_round(workdir: str, like_state: Any, like_bank: FailureBank) -> LoopState | None:
+    """The newest checkpointed :class:`LoopState` of ``workdir`` (None if there is none); the
+    history is the rounds log up to that round, the reference its last accepted entry."""
+    if not os.path.isdir(harness_checkpoint.checkpoint_dir(workdir)):
+        return None
+    like = {"state": like_state, "bank": like_bank._asdict(), "rejections": np.int32(0)}
+    try:
+        tree, step = harness.load_state(workdir, like=like)
+    except harness.CheckpointError:
+        return None
+    with open(os.path.join(workdir, ROUNDS_FILE)) as f:
+        history = [json.loads(line) for line in f if line.strip()]
+    history = [h for h in history if h["round"] <= step]
+    if len(history) != step + 1:
+        raise harness.CheckpointError(
+            f"{ROUNDS_FILE} in {workdir} has {len(history)} rounds for checkpoint {step}"
+        )
+    last = [h for h in history if h["accepted"]][-1]
+    reference = RoundMetrics(last["nominal"], last["worst"], last.get("bank_return"))
+    return LoopState(tree["state"], FailureBank(**tree["bank"]), reference,
+                     int(tree["rejections"]), history, step + 1)  # fmt: skip
+
+
+def checkpointed_run(
+    workdir: str, init_state: Callable[[], Any], like_state: Any, **run_kwargs: Any
+):
+    """:func:`run` that resumes from ``workdir``'s last finished round and checkpoints each one.
+
+    ``init_state()`` (e.g. pre-training) is called only when nothing is checkpointed yet;
+    ``like_state`` (arrays or ``jax.ShapeDtypeStruct``) is the restore template.
+    """
+    like_bank = bank_init(run_kwargs.get("capacity", 64), run_kwargs["dim"])
+    like_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), like_state)
+    resume = load_round(workdir, like_state, like_bank)
+    if resume is not None:
+        print(f"coevolve: resuming after round {resume.next_round - 1} from {workdir}")
+    state = None if resume is not None else init_state()
+    return run(state, resume=resume, on_round=functools.partial(save_round, workdir),
+               **run_kwargs)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,14 +403,26 @@ class Arena(NamedTuple):
 def validate_config(config: Any) -> None:
     """ConfigError naming the field, before anything compiles."""
     tc = config.train
-    rnac.validate_config(tc)
+    prefixed(rnac.validate_config, tc, "train")
     if tc.num_seeds != 1:
         raise harness.ConfigError(f"config.train.num_seeds={tc.num_seeds} must be 1 here")
     for field in ("pretrain_updates", "round_updates", "max_rounds", "patience"):
         harness.check_int(config, field, lo=1)
     harness.check_int(config, "bank.capacity", lo=1)
     harness.check_range(config, "sampler.p_adv", lo=0.0, hi=1.0)
-    wt.validate_config(config.windtunnel)
+    prefixed(wt.validate_config, config.windtunnel, "windtunnel")
+
+
+def prefixed(validate: Callable[[Any], None], sub_config: Any, path: str) -> None:
+    """Runs a sub-config's validator and re-raises its ConfigError with the full dotted field
+    (``config.algo`` -> ``config.train.algo``)."""
+    try:
+        validate(sub_config)
+    except ValueError as err:  # ConfigError, or a ValueError from a registry or ball check
+        msg = str(err).replace("config.", f"config.{path}.")
+        if f"config.{path}." not in msg:
+            msg = f"config.{path}: {msg}"
+        raise harness.ConfigError(msg) from None
 
 
 def make_arena(config: Any) -> tuple[Arena, ppo_lib.PPOFns]:
@@ -410,44 +526,54 @@ def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
     dynamics through :func:`adarl.dynamics.failure_sampler`. Writes ``coevolve.json`` (rounds,
     gate decisions, the bank) and ``coevolve.png`` into ``workdir``; returns the JSON dict.
 
+    Every finished round is checkpointed (:func:`save_round`); rerunning with the same workdir
+    resumes after the last finished round (pre-training is skipped), and a finished workdir
+    (``coevolve.json`` present) returns its result without computing anything.
+
     Each round re-jits the PPO update, because the bank's parameters are constants of the
     sampler inside the environment wrapper; the attack is compiled once.
     """
     validate_config(config)
     os.makedirs(workdir, exist_ok=True)
+    result_path = os.path.join(workdir, RESULT_FILE)
+    if os.path.exists(result_path):
+        print(f"coevolve: {result_path} exists, nothing to do")
+        with open(result_path) as f:
+            return json.load(f)
     tc = config.train
     arena, fns = make_arena(config)
-    state = jax.jit(fns.init)(jax.random.PRNGKey(tc.seed))
-    update = jax.jit(fns.update)
-    for _ in range(config.pretrain_updates):
-        state, _ = update(state)
+    init_key = jax.random.PRNGKey(tc.seed)
+
+    def pretrain():
+        print(f"coevolve: pre-training {config.pretrain_updates} PPO updates")
+        state = jax.jit(fns.init)(init_key)
+        update = jax.jit(fns.update)
+        for _ in range(config.pretrain_updates):
+            state, _ = update(state)
+        return state
+
     bank_return = bank_return_fn(arena)
-    with open(os.path.join(workdir, "coevolve_rounds.jsonl"), "w") as f:
-
-        def log(entry):
-            f.write(json.dumps(entry, default=float) + "\n")
-            f.flush()
-            print(entry)
-
-        state, bank, history = run(
-            state,
-            train_round=functools.partial(train_round, arena),
-            attack=functools.partial(attack, arena),
-            key=jax.random.PRNGKey(tc.seed + 1),
-            dim=arena.spec.dim,
-            scale=arena.spec.scale,
-            capacity=config.bank.capacity,
-            min_distance=config.bank.min_distance,
-            max_rounds=config.max_rounds,
-            patience=config.patience,
-            min_improvement=config.gate.min_improvement,
-            nominal_budget=config.gate.nominal_budget,
-            regression_tol=config.gate.regression_tol if config.gate.use_regression else None,
-            bank_return=lambda st, b: float(bank_return(_unbatched(policy_params(st)), b)),
-            log=log,
-        )
+    state, bank, history = checkpointed_run(
+        workdir,
+        pretrain,
+        jax.eval_shape(fns.init, init_key),
+        train_round=functools.partial(train_round, arena),
+        attack=functools.partial(attack, arena),
+        key=jax.random.PRNGKey(tc.seed + 1),
+        dim=arena.spec.dim,
+        scale=arena.spec.scale,
+        capacity=config.bank.capacity,
+        min_distance=config.bank.min_distance,
+        max_rounds=config.max_rounds,
+        patience=config.patience,
+        min_improvement=config.gate.min_improvement,
+        nominal_budget=config.gate.nominal_budget,
+        regression_tol=config.gate.regression_tol if config.gate.use_regression else None,
+        bank_return=lambda st, b: float(bank_return(_unbatched(policy_params(st)), b)),
+        log=lambda entry: print(f"coevolve: {json.dumps(entry, default=float)}"),
+    )
     out = _report(config, arena.spec, bank, history)
-    with open(os.path.join(workdir, "coevolve.json"), "w") as f:
+    with open(result_path, "w") as f:
         json.dump(out, f, indent=2, default=float)
     _plot_history(history, os.path.join(workdir, "coevolve.png"))
     return out

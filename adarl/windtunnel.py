@@ -44,6 +44,7 @@ import functools
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -486,19 +487,28 @@ def sweep(
     make: Callable[[float], Ball],
     radii: Sequence[float],
     key: jax.Array,
+    progress: Callable[[str], None] | None = None,
     **search_kwargs: Any,
 ) -> list[Any]:
     """Searches increasing radii; each search also evaluates the previous worst point, which is
     feasible in the larger (nested) ball, so the worst case is non-increasing in ε.
 
+    ``progress`` (e.g. ``print``) receives one short line before and after each radius.
     Returns one entry per radius: a :class:`Result`, or a list of S results with ``aux``.
     """
     radii = list(radii)
     if radii != sorted(radii):
         raise ValueError(f"radii must be increasing, got {radii}")
     results, prev = [], None
-    for r, k in zip(radii, jax.random.split(key, len(radii)), strict=True):
+    for i, (r, k) in enumerate(zip(radii, jax.random.split(key, len(radii)), strict=True)):
+        start = time.perf_counter()
+        if progress:
+            progress(f"wind tunnel: searching radius {r:g} ({i + 1}/{len(radii)}) ...")
         res = search(return_fn, make(r), k, init_points=prev, **search_kwargs)
+        if progress:
+            worst = [x.worst_return for x in res] if isinstance(res, list) else res.worst_return
+            progress(f"wind tunnel: radius {r:g} done in {time.perf_counter() - start:.0f} s, "
+                     f"worst return {np.round(worst, 2).tolist()}")  # fmt: skip
         if isinstance(res, list):
             prev = np.stack([x.worst_x[None] for x in res])
         else:
@@ -626,7 +636,10 @@ def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
     task = tasks.make_task(run.config, train_sampler=False)
     steps = robust_eval.num_steps(run.config)
     if config.grid:
+        start = time.perf_counter()
+        print(f"wind tunnel: robustness grid of {run.num_seeds} seeds ...", flush=True)
         grid_report(workdir, config, run, task.eval_env, task.spec, steps)
+        print(f"wind tunnel: grid done in {time.perf_counter() - start:.0f} s", flush=True)
     full_return_fn = robust_eval.make_return_fn(task.eval_env, task.spec, run.apply, steps)
     out = search_report(workdir, config, run, task.spec, full_return_fn)
     with open(os.path.join(workdir, WINDTUNNEL_FILE), "w") as f:
@@ -689,6 +702,7 @@ def search_report(
         eval_seed=config.eval_seed,
         cvar_alpha=config.cvar_alpha,
         searcher_kwargs={n: dict(config[n]) for n in config.searchers},
+        progress=functools.partial(print, flush=True),
     )
     per_seed = []
     for s in range(run.num_seeds):

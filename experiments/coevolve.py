@@ -2,8 +2,9 @@
 
     python -m experiments.coevolve --config experiments/configs/coevolve.py:cpu --workdir DIR
 
-Writes ``coevolve.json`` (rounds, gate decisions, failure bank), ``coevolve_rounds.jsonl`` and
-``coevolve.png`` into ``--workdir``.
+Writes ``coevolve.json`` (rounds, gate decisions, failure bank), ``coevolve_rounds.jsonl`` (the
+rounds log), ``checkpoints/<round>`` and ``coevolve.png`` into ``--workdir``. Rerunning the same
+command resumes after the last finished round; a finished workdir is reported, not recomputed.
 """
 
 from adarl import coevolve

@@ -187,3 +187,71 @@ def test_loop_on_a_toy_system_hardens_the_policy():
     assert history[1]["worst"] > history[0]["worst"]
     assert history[1]["nominal"] >= history[0]["nominal"] - 1.0
     assert co.bank_size(bank) <= 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume and skip (issue 22)
+# ---------------------------------------------------------------------------------------------
+
+
+def _fake_loop(workdir, stream, fail_at=None, calls=None):
+    """co.checkpointed_run on a fake metric stream; the state is an f32 counter. ``fail_at``
+    raises inside that round's training (an interrupted run)."""
+    calls = [] if calls is None else calls
+    round_keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), 4))
+
+    def train_round(state, bank, key):
+        # round r gets the r-th key whether or not the loop was resumed: the candidate is r
+        r = 1 + int(np.flatnonzero((round_keys == np.asarray(key)).all(-1))[0])
+        if fail_at is not None and r >= fail_at:
+            raise KeyboardInterrupt("interrupted")
+        calls.append(r)
+        return jnp.float32(r)
+
+    def attack(state, bank):
+        nominal, worst = stream[int(state)]
+        return co.Attack(co.RoundMetrics(nominal, worst), np.array([[float(state), 0.0]]),
+                         np.array([worst]), np.array([int(state)]))  # fmt: skip
+
+    out = co.checkpointed_run(
+        str(workdir), lambda: jnp.float32(0.0), jax.ShapeDtypeStruct((), jnp.float32),
+        train_round=train_round, attack=attack, key=jax.random.PRNGKey(0), dim=2,
+        scale=np.ones(2), capacity=4, min_distance=0.5, max_rounds=4, patience=3,
+        min_improvement=1.0, nominal_budget=3.0,
+    )  # fmt: skip
+    return out, calls
+
+
+STREAM = {0: (100.0, 10.0), 1: (99.0, 20.0), 2: (90.0, 40.0), 3: (99.0, 25.0), 4: (99.0, 30.0)}
+
+
+def test_checkpointed_loop_resumes_after_interrupt_and_skips_finished(tmp_path):
+    (ref_state, ref_bank, ref_hist), ref_calls = _fake_loop(tmp_path / "ref", STREAM)
+    assert [h["accepted"] for h in ref_hist] == [True, True, False, True, True]
+
+    with pytest.raises(KeyboardInterrupt):
+        _fake_loop(tmp_path / "run", STREAM, fail_at=3)  # rounds 1, 2 finish
+    (state, bank, hist), calls = _fake_loop(tmp_path / "run", STREAM)
+    assert calls == [3, 4]  # only the unfinished rounds ran again
+    assert hist == ref_hist
+    assert float(state) == float(ref_state)
+    for a, b in zip(bank, ref_bank, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    (_, _, again), calls = _fake_loop(tmp_path / "run", STREAM)
+    assert calls == [] and again == ref_hist  # finished: nothing is recomputed
+    lines = (tmp_path / "run" / co.ROUNDS_FILE).read_text().splitlines()
+    assert len(lines) == len(ref_hist)
+
+
+def test_config_errors_name_the_full_field_path():
+    from experiments.configs import coevolve as cfgs
+
+    cfg = cfgs.get_config("smoke")
+    cfg.train.algo = "nope"
+    with pytest.raises(co.harness.ConfigError, match=r"config\.train\.algo='nope'"):
+        co.validate_config(cfg)
+    cfg = cfgs.get_config("smoke")
+    cfg.windtunnel.ball = "nope"
+    with pytest.raises(co.harness.ConfigError, match=r"config\.windtunnel\.ball"):
+        co.validate_config(cfg)
