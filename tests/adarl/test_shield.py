@@ -6,33 +6,16 @@ import numpy as np
 import pytest
 
 import harness
-from adarl import safety, shield
+from adarl import safety, shield, shield_toy
 from adarl import windtunnel as wt
 
-WALL = 1.0
-T = 60  # 3 s at dt = 0.05: the full-thrust policy from x0 ∈ [-1, -0.5] hits the wall at ~2 s
+WALL = shield_toy.WALL
+T = shield_toy.NUM_STEPS
 B = 256
-CFG = shield.ShieldConfig(horizon=20, num_candidates=4, noise=0.5, num_steps=T)
-
-# Toy ball (box, ε = 1): mass ∈ [0.7, 1.3], damping ∈ [0, 0.2], push ∈ [0, 0.3] (< 1/mass, so
-# reverse thrust always recovers).
-SPACE = wt.Space(
-    safety.POINT_MASS_PARAMS,
-    np.array([1.0, 0.1, 0.15]),
-    np.array([0.3, 0.1, 0.15]),
-    np.array([0.1, 0.0, 0.0]),
-    np.array([10.0, 10.0, 10.0]),
-)
-
-
-def policy_apply(gain, obs):
-    """Full thrust toward the wall, scaled by ``gain`` (a traced 'policy parameter')."""
-    return jnp.clip(gain * jnp.ones((obs.shape[0], 1)), -1.0, 1.0)
-
-
-def critic_apply(w, obs, action):
-    """Hand-made risk logit: grows with position and speed toward the wall."""
-    return w * (obs[:, 0] + 0.5 * obs[:, 1] - 0.3) + 0.0 * action[:, 0]
+CFG = shield_toy.CFG
+SPACE = shield_toy.SPACE
+policy_apply = shield_toy.policy_apply
+critic_apply = shield_toy.critic_apply
 
 
 @pytest.fixture(scope="module")
