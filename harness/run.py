@@ -76,15 +76,16 @@ def _fmt(values: Mapping[str, float], limit: int = 3) -> str:
 
 def _initial_state(init, seed: int, mngr, workdir: str, desc: str, num_updates: int):
     """Restores the newest readable checkpoint (found before compiling) or calls ``init``."""
+    concrete = None
     try:
         like = checkpoint.abstract_init(init, seed)
-    except jax.errors.JAXTypeError:
-        # An init with host-side steps cannot be traced abstractly; its shapes come from running it.
-        like = init(jax.random.PRNGKey(seed))
+    except Exception:  # an init with host-side steps (file reads, value-dependent Python) cannot
+        # be traced abstractly; its shapes come from running it, and an error there is real.
+        concrete = like = init(jax.random.PRNGKey(seed))
     state, start = checkpoint.restore_latest(mngr, workdir, like)
     truncate_step_logs(workdir, start)
     if state is None:
-        return init(jax.random.PRNGKey(seed)), 0
+        return (init(jax.random.PRNGKey(seed)) if concrete is None else concrete), 0
     print(f"[{desc}] resuming from the checkpoint at update {start}/{num_updates}")
     return state, start
 

@@ -416,22 +416,27 @@ def collect_batch(config, setup: Setup, state: TrainState) -> tuple[RLBatch, dic
     return batch, metrics
 
 
+def greedy_rollouts(setup, params, config):
+    """Greedy (T = 0) closed-loop rollouts of ``params`` from every evaluation scene."""
+    return run_scenes(
+        setup.run,
+        params,
+        setup.bounds,
+        setup.scene_idx,
+        jax.random.PRNGKey(0),
+        0.0,
+        False,
+        batch_size(config),
+    )
+
+
 def make_evaluate(config, setup: Setup):
     """``state -> metrics``: greedy success per task over every scene, f32[S] each."""
     n_tasks, per_task = len(setup.task_names), int(config.env.per_task)
 
     def evaluate(state: TrainState, params_field: str = "params") -> dict[str, Array]:
         params = getattr(state, params_field)
-        ro = run_scenes(
-            setup.run,
-            params,
-            setup.bounds,
-            setup.scene_idx,
-            jax.random.PRNGKey(0),
-            0.0,
-            False,
-            batch_size(config),
-        )
+        ro = greedy_rollouts(setup, params, config)
         succ = ro.success.reshape(-1, n_tasks, per_task).mean(-1)
         out = {f"eval/success/{name}": succ[:, i] for i, name in enumerate(setup.task_names)}
         out["eval/success_mean"] = succ.mean(-1)
@@ -488,16 +493,7 @@ def _per_seed_report(config, trainer: Trainer, state: TrainState, workdir: str) 
     sets = {"demo": setup.demos}
     for field, label in (("sft_params", "sft"), ("params", "final")):
         params = getattr(state, field)
-        ro = run_scenes(
-            setup.run,
-            params,
-            setup.bounds,
-            setup.scene_idx,
-            jax.random.PRNGKey(0),
-            0.0,
-            False,
-            batch_size(config),
-        )
+        ro = greedy_rollouts(setup, params, config)
         ro = jax.tree.map(np.asarray, ro)
         report[f"{label}_success"] = {
             name: ro.success.reshape(ro.success.shape[0], len(setup.task_names), -1)[:, i]
