@@ -139,8 +139,8 @@ def cpu_countdown() -> ml_collections.ConfigDict:
     return c
 
 
-def cpu_ttrl() -> ml_collections.ConfigDict:
-    c = base()
+def _ttrl(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """TTRL's settings (arXiv 2504.16084): GRPO on unlabelled test prompts, majority-vote reward."""
     c.rl.algo = "grpo"
     c.rl.reward = "majority_vote"
     c.rl.prompt_split = "test"
@@ -148,6 +148,10 @@ def cpu_ttrl() -> ml_collections.ConfigDict:
     c.rl.train_group_size = 8  # N_train (TTRL: 32)
     c.rl.loss = ml_collections.ConfigDict({"kl_coef": 0.001})  # TTRL: k3 KL 0.001 in the loss
     return c
+
+
+def cpu_ttrl() -> ml_collections.ConfigDict:
+    return _ttrl(base())
 
 
 def gpu() -> ml_collections.ConfigDict:
@@ -193,14 +197,7 @@ def countdown_multi() -> ml_collections.ConfigDict:
 def ttrl_strong() -> ml_collections.ConfigDict:
     """Issue 15 §4d: TTRL from a start whose majority vote is mostly right (600 SFT steps);
     train/label_accuracy and train/reward_accuracy are logged every step."""
-    c = arith_strong()
-    c.rl.algo = "grpo"
-    c.rl.reward = "majority_vote"
-    c.rl.prompt_split = "test"
-    c.rl.group_size = 16  # N_vote (TTRL: 64)
-    c.rl.train_group_size = 8  # N_train (TTRL: 32)
-    c.rl.loss = ml_collections.ConfigDict({"kl_coef": 0.001})  # TTRL: k3 KL 0.001 in the loss
-    return c
+    return _ttrl(arith_strong())
 
 
 def ttrl_strong_oracle() -> ml_collections.ConfigDict:
