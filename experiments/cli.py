@@ -25,6 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import harness
+from harness import parallel
 
 EXIT_USAGE = 2
 FLAGS = flags.FLAGS
@@ -164,6 +165,11 @@ def run(
         if not FLAGS.workdir:
             _fail("--workdir is required")
         try:
+            if "parallel" in FLAGS.config:
+                # Joins the multi-process runtime before anything touches a device, then
+                # checks the mesh against the devices that exist (issue 23).
+                parallel.initialize(FLAGS.config)
+                parallel.mesh_shape(FLAGS.config)
             if claim:
                 harness.claim_workdir(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
             main(FLAGS.config, FLAGS.workdir)
