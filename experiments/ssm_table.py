@@ -5,6 +5,8 @@ in a pool of parallel processes, then writes IQM with 95% bootstrap CIs, curves 
         --out results/ssm/table [--steps_scale 0.01] [--budget_s 240 --deadline_s 330]
     python -m experiments.ssm_table --rows all --out results/ssm/table --aggregate_only
 
+(``--steps-scale``-style dashes in flag names are accepted too.)
+
 Each run is ``python -m experiments.ssm --config experiments/configs/ssm.py:<preset>
 --config.seed=<k> --workdir <out>/runs/<preset>/seed<k>`` (plus the ``--steps_scale`` and ``--set``
 overrides), in its own process with ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` and
@@ -300,7 +302,8 @@ def run_sweep(jobs: Sequence[Job], opts: Options) -> list[dict[str, Any]]:
 
 
 def read_records(out: str) -> dict[tuple[str, int], dict[str, Any]]:
-    """The last runs.jsonl record of each (preset, seed)."""
+    """The last runs.jsonl record of each (preset, seed); a rerun that found the run finished
+    does not hide the record of the run itself."""
     path = os.path.join(out, RUNS_FILE)
     recs: dict[tuple[str, int], dict[str, Any]] = {}
     if os.path.exists(path):
@@ -308,7 +311,8 @@ def read_records(out: str) -> dict[tuple[str, int], dict[str, Any]]:
             for line in f:
                 if line.strip():
                     r = json.loads(line)
-                    recs[(r["preset"], r["seed"])] = r
+                    if not (r.get("reused") and (r["preset"], r["seed"]) in recs):
+                        recs[(r["preset"], r["seed"])] = r
     return recs
 
 
@@ -369,7 +373,10 @@ def aggregate_row(out: str, preset: str, seeds: Sequence[int], recs, reps: int) 
             statuses[s] = recs.get((preset, s), {}).get("status", "missing")
     metrics = {m: _stat([finals[s][m] for s in finals if m in finals[s]], reps)
                for m in group.columns}  # fmt: skip
+    walls = [r["wall_s"] for s in finals
+             if (r := recs.get((preset, s))) and not r.get("reused")]  # fmt: skip
     return {"preset": preset, "group": row.group, "model": row.model, "paper": row.paper,
+            "wall_s_median": float(np.median(walls)) if walls else None,
             "claims": [c._asdict() for c in row.claims], "seeds": seeds, "statuses": statuses,
             "metrics": metrics, "verdict": verdict(row, metrics),
             "provenance": sorted(provenance)}  # fmt: skip
@@ -440,17 +447,21 @@ def markdown(table: dict[str, Any]) -> str:
         "# SSM synthetic tasks over seeds (issue 24)", "",
         f"commit `{table['commit']}`{' (dirty)' if table['dirty'] else ''}; device: "
         f"{table['device']}; command: `{table['command']}`; steps scale {table['steps_scale']}.",
-        "", "Cells: IQM [95% bootstrap CI] (per-seed values) of the final held-out metric.",
+        "", "Cells: IQM [95% bootstrap CI] (per-seed values) of the final held-out metric; "
+        "run s: median wall time of a run's process (start, compile, train, eval) in this sweep.",
     ]  # fmt: skip
     for group, rows in table["groups"].items():
         cols = GROUPS[group].columns
         lines += ["", f"## {GROUPS[group].title}", "",
-                  "| row (preset) | model | seeds ok | " + " | ".join(cols) + " |",
-                  "|---|---|---|" + "---|" * len(cols)]  # fmt: skip
+                  "| row (preset) | model | seeds ok | " + " | ".join(cols) + " | run s |",
+                  "|---|---|---|" + "---|" * (len(cols) + 1)]  # fmt: skip
         for r in rows:
             ok = sum(st == "ok" for st in r["statuses"].values())
             cells = " | ".join(_fmt_stat(r["metrics"][c]) for c in cols)
-            lines.append(f"| `{r['preset']}` | {r['model']} | {ok}/{len(r['seeds'])} | {cells} |")
+            wall = "n/a" if r["wall_s_median"] is None else f"{r['wall_s_median']:.0f}"
+            lines.append(
+                f"| `{r['preset']}` | {r['model']} | {ok}/{len(r['seeds'])} | {cells} | {wall} |"
+            )
         lines += [""] + [f"* {r['verdict']}" for r in rows]
     bad = [f"`{p}` seed {s}: {st}" for r in table["rows"] for s, st in r["statuses"].items()
            for p in [r["preset"]] if st != "ok"]  # fmt: skip
@@ -473,7 +484,8 @@ def _gpu_name() -> str | None:
 
 
 def aggregate(out: str, rows: Sequence[str], seeds: Sequence[int], command_line: str,
-              steps_scale: float = 1.0, reps: int = 2000) -> dict[str, Any]:  # fmt: skip
+              steps_scale: float = 1.0, reps: int = 2000,
+              commit: str = "") -> dict[str, Any]:  # fmt: skip
     """Reads the finished workdirs under ``out``; writes table.json, table.md, <group>.png."""
     recs = read_records(out)
     agg = [aggregate_row(out, p, seeds, recs, reps) for p in rows]
@@ -481,9 +493,11 @@ def aggregate(out: str, rows: Sequence[str], seeds: Sequence[int], command_line:
     for r in agg:
         groups.setdefault(r["group"], []).append(r)
     devices = sorted({f"{p[2]}: {p[3]}" for r in agg for p in r["provenance"]})
-    commit, dirty = _git()
+    git_commit, dirty = _git()
+    if commit:  # a copy of the tree without .git (a GPU machine) is told its commit
+        git_commit, dirty = commit, False
     gpu = _gpu_name()
-    table = {"commit": commit, "dirty": dirty,
+    table = {"commit": git_commit, "dirty": dirty,
              "run_commits": sorted({p[0] + (" (dirty)" if p[1] else "") for r in agg
                                     for p in r["provenance"]}),
              "device": "; ".join(devices) + (f" ({gpu})" if gpu else "") or "no finished run",
@@ -516,6 +530,7 @@ flags.DEFINE_bool("compile_cache", True, "Share a persistent JAX compilation cac
 flags.DEFINE_multi_string("set", [], "field=value passed as --config.field=value to every run.")
 flags.DEFINE_bool("aggregate_only", False, "Only rebuild the table from finished workdirs.")
 flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples.")
+flags.DEFINE_string("commit", "", "The commit to record when the tree has no .git (default: git).")
 flags.mark_flags_as_required(["out"])
 
 
@@ -534,9 +549,23 @@ def main(argv: Sequence[str]) -> None:
         print(f"[ssm_table] {len(jobs)} runs on {FLAGS.workers} workers -> {FLAGS.out}", flush=True)
         run_sweep(jobs, opts)
     cmd = "python -m experiments.ssm_table " + shlex.join(sys.argv[1:])
-    table = aggregate(FLAGS.out, rows, seeds, cmd, FLAGS.steps_scale, FLAGS.bootstrap_reps)
+    table = aggregate(FLAGS.out, rows, seeds, cmd, FLAGS.steps_scale, FLAGS.bootstrap_reps,
+                      FLAGS.commit)  # fmt: skip
     print(markdown(table))
 
 
+def underscore_flags(argv: Sequence[str]) -> list[str]:
+    """``--steps-scale`` -> ``--steps_scale`` (flag names only; values are left alone)."""
+    out = []
+    for a in argv:
+        if a.startswith("--"):
+            name, eq, value = a[2:].partition("=")
+            a = "--" + name.replace("-", "_") + eq + value
+        out.append(a)
+    return out
+
+
 if __name__ == "__main__":
-    app.run(main)
+    # The runs own the GPU: this process never starts a backend, and would not preallocate.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    app.run(main, argv=underscore_flags(sys.argv))

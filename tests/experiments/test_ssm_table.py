@@ -60,6 +60,13 @@ def test_table_is_the_iqm_and_ci_of_the_finished_seeds(sweep):
     assert "| `smoke` | smoke | 2/3 |" in md and "`smoke` seed 2: failed" in md
     assert table["plots"] == ["other.png"] and os.path.exists(os.path.join(out, "other.png"))
     assert "cpu" in table["device"] and table["command"] == "test command"
+    walls = sorted(r["wall_s"] for r in lines_of(out) if r["status"] == "ok")
+    assert row["wall_s_median"] == pytest.approx(sum(walls) / 2) and walls[0] > 0
+
+
+def lines_of(out):
+    with open(os.path.join(out, st.RUNS_FILE)) as f:
+        return [json.loads(line) for line in f]
 
 
 def test_curves_are_per_seed_on_gradient_steps(sweep):
@@ -77,6 +84,9 @@ def test_finished_run_is_reused_and_aggregate_only_rebuilds_the_table(sweep):
     t = time.time()
     rec = st.run_job(st.Job("smoke", 0, ()), opts, time.monotonic(), st.worker_env(opts))
     assert rec["status"] == "ok" and rec["reused"] and time.time() - t < 5
+    with open(os.path.join(out, st.RUNS_FILE), "a") as f:
+        f.write(json.dumps(rec) + "\n")  # as run_sweep records it
+    assert st.read_records(out)[("smoke", 0)]["wall_s"] > 0  # the run's own record is kept
     os.remove(os.path.join(out, "table.md"))
     cmd = [sys.executable, "-m", "experiments.ssm_table", "--rows=smoke", "--seeds=0,1,2",
            f"--out={out}", "--aggregate_only", "--bootstrap_reps=200"]  # fmt: skip
@@ -97,6 +107,19 @@ def test_budget_skips_and_timeout_kills(tmp_path):
     short = st.Options(out, timeout_s=1.0)
     rec = st.run_job(st.Job("smoke", 1, ()), short, time.monotonic(), st.worker_env(short))
     assert rec["status"] == "timeout" and rec["rc"] is None
+
+
+def test_dashed_flag_names_are_accepted():
+    argv = ["prog", "--steps-scale=0.5", "--budget-s", "3", "--set", "a.b-c=1", "--aggregate-only"]
+    assert st.underscore_flags(argv) == [
+        "prog",
+        "--steps_scale=0.5",
+        "--budget_s",
+        "3",
+        "--set",
+        "a.b-c=1",
+        "--aggregate_only",
+    ]
 
 
 def test_worker_env_shares_the_gpu():
