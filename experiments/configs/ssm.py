@@ -19,6 +19,27 @@ Presets (``--config experiments/configs/ssm.py:<preset>``):
 
 ``--config.model.layer=mamba|mamba2|s4d|s4|transformer`` swaps the model with everything else
 equal; ``--config.model.scan_method`` picks the selective-scan back-end.
+
+Issue 24, the seed table (``python -m experiments.ssm_table``; sized for one GPU, ~30-90 s a run
+with compile, ``model.scan_method="chunked"``: on a GPU the sequential ``"ref"`` scan is one
+while-loop iteration per token; the chunked scan is also the fastest forward+backward on a CPU at
+L = 1024, README "Selective scan"). Everything not named is ``base()``: 2 layers, d_model 64,
+vocab 16, AdamW, no weight decay, 100 warm-up steps, constant lr.
+
+* ``sc256_<model>`` for mamba, mamba2, s4d, s4, transformer: selective copying with 16 data tokens
+  among 256 noise positions (T = 288; paper: 16 among 4096), batch 32, lr 1e-3, **4000 steps**
+  (paper: 400K at lr 1e-4, batch 64); S4/S4D with d_state 64.
+* ``ind256_<model>`` for mamba (lr 1e-3), mamba2 (1e-3), transformer (RoPE, lr 2e-4: the paper's
+  best for attention), hybrid (Mamba + RoPE attention at layer 1, 1e-3): induction heads trained at
+  L = 256, batch 8, **6000 steps** (paper: 204 800), evaluated at 1024, 4096 (4x, 16x) and, for
+  the two attention-free models, 16384 (64x), on 128 sequences per length (attention at 16384
+  would need a 34 GB score tensor per batch of 8; the paper's attention runs OOM beyond 2^14).
+* ``mqar_kv8_<model>`` (L = 128, 8 pairs) and ``mqar_kv16_<model>`` (L = 256, 16 pairs), vocab 64,
+  for mamba and transformer: Zoology's (128, 8) and (256, 16) settings at vocab 64 (paper 8192),
+  batch 64, lr 1e-3, **3000 steps**.
+* ``listops128_<model>`` for s4d, mamba, transformer: ListOps up to 128 tokens, 8192 training
+  trees, evaluated on the 1024 held-out trees (``Task.sample_eval``; 16 batches of 64 drawn
+  from them), batch 64, lr 1e-3, **3000 steps**.
 """
 
 from __future__ import annotations
@@ -238,6 +259,85 @@ def listops_transformer() -> ml_collections.ConfigDict:
     return c
 
 
+# ---------------------------------------------------------------------------------------------
+# Issue 24: the seed table (experiments/ssm_table.py). One preset per (task, model) so that a row
+# is reproduced by ``--config ...:<preset> --config.seed=<k>`` alone.
+# ---------------------------------------------------------------------------------------------
+
+
+def _table(c: ml_collections.ConfigDict, layer: str, steps: int, evals: int):
+    """``layer`` (or "hybrid"), ``steps`` gradient steps in updates of 100, ``evals`` evaluations."""
+    if layer == "hybrid":
+        c = _hybrid(c)
+    else:
+        c.model.layer = layer
+    if layer in ("s4", "s4d"):
+        c.model.d_state = 64  # S4/S4D default state size
+    c.model.scan_method = "chunked"
+    c.train.steps_per_update = 100
+    c.train.num_updates = steps // 100
+    c.train.eval_every = c.train.num_updates // evals
+    c.train.checkpoint_every = c.train.num_updates // 2
+    return c
+
+
+def _sc256(layer: str) -> ml_collections.ConfigDict:
+    c = base()
+    c.task.seq_len = 256  # noise positions; T = 256 + 2 * 16 = 288
+    c.task.kwargs.num_tokens = 16  # paper: 16 data tokens
+    c.train.batch_size = 32
+    c.train.lr = 1e-3
+    c.eval.batch_size = 64
+    c.eval.num_batches = 4
+    return _table(c, layer, steps=4000, evals=8)
+
+
+def _ind256(layer: str, lr: float) -> ml_collections.ConfigDict:
+    c = induction()  # vocab 16, batch 8 (paper App. E.1)
+    c.task.seq_len = 256  # the paper's training length
+    c.train.lr = lr
+    # 128 held-out sequences per length; attention in batches of 8 (its f32 score tensor at
+    # 4096 is 2.1 GB per batch of 8), the SSMs in 4 batches of 32 (fewer launches on a GPU).
+    attention = layer in ("transformer", "hybrid")
+    c.eval.batch_size, c.eval.num_batches = (8, 16) if attention else (32, 4)
+    c.eval.lengths = (1024, 4096) if attention else (1024, 4096, 16384)
+    return _table(c, layer, steps=6000, evals=5)
+
+
+def _mqar(layer: str, kv: int, seq_len: int) -> ml_collections.ConfigDict:
+    c = mqar()
+    c.task.seq_len = seq_len
+    c.task.kwargs.num_kv_pairs = kv
+    c.train.batch_size = 64
+    c.train.lr = 1e-3
+    return _table(c, layer, steps=3000, evals=6)
+
+
+def _listops128(layer: str) -> ml_collections.ConfigDict:
+    c = listops()
+    c.model.d_state = 16
+    c.task.kwargs.test_size = 1024  # held-out trees (Task.sample_eval)
+    c.train.batch_size = 64
+    c.eval.batch_size = 64
+    c.eval.num_batches = 16
+    return _table(c, layer, steps=3000, evals=6)
+
+
+TABLE_PRESETS = {
+    **{
+        f"sc256_{m}": (lambda m=m: _sc256(m))
+        for m in ("mamba", "mamba2", "s4d", "s4", "transformer")
+    },
+    "ind256_mamba": lambda: _ind256("mamba", 1e-3),
+    "ind256_mamba2": lambda: _ind256("mamba2", 1e-3),
+    "ind256_transformer": lambda: _ind256("transformer", 2e-4),
+    "ind256_hybrid": lambda: _ind256("hybrid", 1e-3),
+    **{f"mqar_kv8_{m}": (lambda m=m: _mqar(m, 8, 128)) for m in ("mamba", "transformer")},
+    **{f"mqar_kv16_{m}": (lambda m=m: _mqar(m, 16, 256)) for m in ("mamba", "transformer")},
+    **{f"listops128_{m}": (lambda m=m: _listops128(m)) for m in ("s4d", "mamba", "transformer")},
+}
+
+
 PRESETS = {
     "smoke": smoke,
     "cpu": cpu,
@@ -255,6 +355,7 @@ PRESETS = {
     "listops": listops,
     "listops_mamba": listops_mamba,
     "listops_transformer": listops_transformer,
+    **TABLE_PRESETS,
 }
 
 

@@ -1,0 +1,571 @@
+"""The synthetic-task table over seeds (issue 24): runs every (preset, seed) of ``experiments.ssm``
+in a pool of parallel processes, then writes IQM with 95% bootstrap CIs, curves and a verdict.
+
+    python -m experiments.ssm_table --rows all --seeds 0,1,2,3,4 --workers 12 \
+        --out results/ssm/table [--steps_scale 0.01] [--budget_s 240 --deadline_s 330]
+    python -m experiments.ssm_table --rows all --out results/ssm/table --aggregate_only
+
+(``--steps-scale``-style dashes in flag names are accepted too.)
+
+Each run is ``python -m experiments.ssm --config experiments/configs/ssm.py:<preset>
+--config.seed=<k> --workdir <out>/runs/<preset>/seed<k>`` (plus the ``--steps_scale`` and ``--set``
+overrides), in its own process with ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` and
+``XLA_PYTHON_CLIENT_MEM_FRACTION`` = 0.9 / workers, so that ``--workers`` processes share one GPU,
+and one persistent compilation cache (``<out>/jax_cache``) so that later seeds of a preset skip
+most of the compile. Runs are launched in priority order (selective copying, induction heads,
+MQAR, ListOps; within a group seed by seed, so an early stop leaves whole seeds of every row).
+
+* A run that fails or exceeds ``--timeout_s`` is recorded and the sweep goes on; runs not started
+  by ``--budget_s`` seconds are recorded as skipped; ``--deadline_s`` kills what still runs.
+* ``<out>/runs.jsonl`` gets one line per run as it ends (status, return code, wall time, command,
+  the end of its log; full logs in ``<out>/logs/``). A finished workdir (``summary.json``) is
+  not rerun, so the same command resumes.
+* Then ``<out>/table.json``, ``<out>/table.md`` and one ``<out>/<group>.png`` per task: per row
+  the IQM and 95% percentile-bootstrap CI over seeds of each final held-out metric
+  (:func:`adarl.robust_eval.iqm` / :func:`adarl.robust_eval.bootstrap_ci`), the per-seed values, a
+  verdict sentence against the published claim, the commit, device and command; the curves are
+  held-out accuracy vs gradient step, mean over seeds with the min-max band.
+
+``--rows`` takes names from :data:`ROWS` or ``all``; any other preset of
+``experiments/configs/ssm.py`` is accepted as a row without a published claim (the tests use
+``smoke``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from absl import app, flags
+
+import harness
+from adarl.robust_eval import bootstrap_ci, iqm
+from experiments.configs import ssm as ssm_configs
+
+CONFIG_PATH = "experiments/configs/ssm.py"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNS_FILE = "runs.jsonl"
+MAMBA = "Mamba paper (arXiv 2312.00752 v2)"
+
+
+class Claim(NamedTuple):
+    """A published direction checked on one metric: ``metric >= threshold`` (``op=">="``) or
+    ``<=``. The threshold is ours (the paper's setting is longer); ``text`` says what it encodes."""
+
+    metric: str
+    op: str
+    threshold: float
+    text: str
+
+
+class Group(NamedTuple):
+    """A task: its table columns (final held-out metrics), curve metrics and seed cap."""
+
+    title: str
+    columns: tuple[str, ...]
+    curves: tuple[str, ...]
+    max_seeds: int
+
+
+class Row(NamedTuple):
+    preset: str
+    group: str
+    model: str
+    paper: str  # the published number and where it is, or why there is none
+    claims: tuple[Claim, ...] = ()
+
+
+IND_COLS = ("eval/token_acc", "eval/token_acc_L1024", "eval/token_acc_L4096",
+            "eval/token_acc_L16384")  # fmt: skip
+GROUPS: dict[str, Group] = {
+    "selective_copying": Group(
+        "Selective copying, 16 data tokens among 256 noise positions (4000 steps)",
+        ("eval/token_acc", "eval/seq_acc"), ("eval/token_acc",), 5),
+    "induction": Group(
+        "Induction heads, trained at L = 256, evaluated at 256 / 1024 / 4096 / 16384 (6000 steps)",
+        IND_COLS, ("eval/token_acc", "eval/token_acc_L4096"), 5),
+    "mqar": Group("MQAR, vocab 64 (3000 steps)", ("eval/token_acc", "eval/seq_acc"),
+                  ("eval/token_acc",), 3),
+    "listops": Group("ListOps <= 128 tokens, held-out trees (3000 steps)", ("eval/token_acc",),
+                     ("eval/token_acc",), 3),
+    "other": Group("Other presets", ("eval/token_acc", "eval/seq_acc"), ("eval/token_acc",), 5),
+}  # fmt: skip
+
+_SOLVES_SC = Claim("eval/token_acc", ">=", 0.9, "solves selective copying (token acc >= 0.9)")
+_LTI_SC = Claim("eval/token_acc", "<=", 0.6, "an LTI model fails (token acc <= 0.6)")
+_LTI_PAPER = (f"{MAMBA} Table 1 at L = 4096: S4 without gate 18.3%, S4 in the Mamba block 56.4% "
+              "(Mamba 99.8%)")  # fmt: skip
+_IND_MAMBA = (f"{MAMBA} §4.1.2 (induction-heads extrapolation table): Mamba 100% at every test "
+              "length up to 2^20 after 204 800 steps")  # fmt: skip
+_PERFECT_16X = Claim("eval/token_acc_L4096", ">=", 0.95, "extrapolates to 16x (acc @4096 >= 0.95)")
+ROWS: dict[str, Row] = {r.preset: r for r in (
+    Row("sc256_mamba", "selective_copying", "Mamba", f"{MAMBA} Table 1: Mamba (S6) 99.8% at "
+        "L = 4096 after 400K steps", (_SOLVES_SC,)),
+    Row("sc256_mamba2", "selective_copying", "Mamba-2",
+        f"not in {MAMBA} Table 1 (Mamba-2 is selective, so the direction is Mamba's)",
+        (_SOLVES_SC,)),
+    Row("sc256_s4d", "selective_copying", "S4D-Lin (LTI)", _LTI_PAPER, (_LTI_SC,)),
+    Row("sc256_s4", "selective_copying", "S4 DPLR (LTI)", _LTI_PAPER, (_LTI_SC,)),
+    Row("sc256_transformer", "selective_copying", "Transformer (RoPE)",
+        f"not in {MAMBA} Table 1; no published number"),
+    Row("ind256_mamba", "induction", "Mamba", _IND_MAMBA, (_PERFECT_16X,)),
+    Row("ind256_mamba2", "induction", "Mamba-2", f"not in {MAMBA} (no published number)"),
+    Row("ind256_transformer", "induction", "Transformer (RoPE)",
+        f"{MAMBA} §4.1.2: MHA (absolute / RoPE / xPos) 100% at 256, then drops (xPos 67.6% at "
+        "1024, 25.4% at 2048)",
+        (Claim("eval/token_acc", ">=", 0.95, "solves the training length (acc @256 >= 0.95)"),
+         Claim("eval/token_acc_L4096", "<=", 0.5, "does not extrapolate (acc @4096 <= 0.5)"))),
+    Row("ind256_hybrid", "induction", "Hybrid: Mamba + RoPE attention at layer 1",
+        "no published number for this hybrid"),
+    Row("mqar_kv8_mamba", "mqar", "Mamba, 8 pairs, L = 128",
+        "Zoology (arXiv 2312.04927) Fig. 2, plots only: SSMs need a larger d_model than attention"),
+    Row("mqar_kv8_transformer", "mqar", "Transformer (RoPE), 8 pairs, L = 128",
+        "Zoology Fig. 2, plots only: attention near 100% at every d_model",
+        (Claim("eval/token_acc", ">=", 0.9, "attention solves MQAR (token acc >= 0.9)"),)),
+    Row("mqar_kv16_mamba", "mqar", "Mamba, 16 pairs, L = 256",
+        "Zoology Fig. 2, plots only: SSMs need a larger d_model than attention"),
+    Row("mqar_kv16_transformer", "mqar", "Transformer (RoPE), 16 pairs, L = 256",
+        "Zoology Fig. 2, plots only: attention near 100% at every d_model",
+        (Claim("eval/token_acc", ">=", 0.9, "attention solves MQAR (token acc >= 0.9)"),)),
+    Row("listops128_s4d", "listops", "S4D-Lin",
+        "S4 repo: 59.5% on LRA ListOps (500-2000 tokens; not comparable); chance 10%",
+        (Claim("eval/token_acc", ">=", 0.2, "learns above chance (held-out acc >= 0.2)"),)),
+    Row("listops128_mamba", "listops", "Mamba", "no published number at this size; chance 10%",
+        (Claim("eval/token_acc", ">=", 0.2, "learns above chance (held-out acc >= 0.2)"),)),
+    Row("listops128_transformer", "listops", "Transformer (RoPE)",
+        "no published number at this size; chance 10%",
+        (Claim("eval/token_acc", ">=", 0.2, "learns above chance (held-out acc >= 0.2)"),)),
+)}  # fmt: skip
+
+
+class Job(NamedTuple):
+    preset: str
+    seed: int
+    overrides: tuple[str, ...]  # "field=value" for --config.<field>=<value>
+
+
+class Options(NamedTuple):
+    out: str
+    workers: int = 1
+    timeout_s: float = 600.0
+    budget_s: float = 0.0  # 0: no budget
+    deadline_s: float = 0.0  # 0: none
+    mem_fraction: float = 0.0  # 0: 0.9 / workers
+    compile_cache: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+
+
+def row_for(preset: str) -> Row:
+    """The :data:`ROWS` entry, or a claim-less row for any other preset (ConfigError if none)."""
+    if preset in ROWS:
+        return ROWS[preset]
+    ssm_configs.get_config(preset)  # raises ConfigError listing the presets
+    return Row(preset, "other", preset, "no published claim attached")
+
+
+def resolve_rows(names: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        for p in ROWS if n == "all" else [n]:
+            if p not in out:
+                row_for(p)
+                out.append(p)
+    return out
+
+
+def scaled_overrides(preset: str, scale: float) -> tuple[str, ...]:
+    """Overrides that run ``scale`` times the preset's gradient steps with as many evaluations
+    (at least one update and one evaluation)."""
+    if scale == 1.0:
+        return ()
+    t = ssm_configs.get_config(preset).train
+    total = max(1, round(t.num_updates * t.steps_per_update * scale))
+    spu = min(t.steps_per_update, total)
+    updates = max(1, round(total / spu))
+    evals = t.num_updates // t.eval_every if t.eval_every else 1
+    return (f"train.num_updates={updates}", f"train.steps_per_update={spu}",
+            f"train.eval_every={max(1, updates // max(evals, 1))}",
+            f"train.checkpoint_every={max(1, updates // 2)}")  # fmt: skip
+
+
+def plan(rows: Sequence[str], seeds: Sequence[int], scale: float = 1.0,
+         sets: Sequence[str] = ()) -> list[Job]:  # fmt: skip
+    """Jobs in launch order: by group priority (GROUPS order), then seed, then row; each row
+    runs its group's first ``max_seeds`` seeds."""
+    order = list(GROUPS)
+    jobs = []
+    for g in sorted({row_for(r).group for r in rows}, key=order.index):
+        group_rows = [r for r in rows if row_for(r).group == g]
+        for s in list(seeds)[: GROUPS[g].max_seeds]:
+            for r in group_rows:
+                jobs.append(Job(r, int(s), (*scaled_overrides(r, scale), *sets)))
+    return jobs
+
+
+def workdir(out: str, job: Job) -> str:
+    return os.path.join(out, "runs", job.preset, f"seed{job.seed}")
+
+
+def command(job: Job, out: str) -> list[str]:
+    return [sys.executable, "-m", "experiments.ssm", "--config", f"{CONFIG_PATH}:{job.preset}",
+            f"--config.seed={job.seed}", "--config.progress=False",
+            *[f"--config.{o}" for o in job.overrides], "--workdir", workdir(out, job)]  # fmt: skip
+
+
+def worker_env(opts: Options) -> dict[str, str]:
+    env = dict(os.environ)
+    frac = opts.mem_fraction or 0.9 / max(opts.workers, 1)
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{frac:.3f}"
+    if opts.compile_cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.path.abspath(opts.out), "jax_cache")
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+
+def _tail(path: str, n: int = 1500) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()[-n:]
+
+
+def run_job(job: Job, opts: Options, t0: float, env: dict[str, str]) -> dict[str, Any]:
+    """Runs one job (or records why not); returns its runs.jsonl record."""
+    wd = workdir(opts.out, job)
+    cmd = command(job, opts.out)
+    rec = {"preset": job.preset, "seed": job.seed, "workdir": wd, "command": shlex.join(cmd)}
+    start = time.monotonic() - t0
+    if os.path.exists(os.path.join(wd, harness.SUMMARY_FILE)):
+        return {**rec, "status": "ok", "reused": True, "wall_s": 0.0}
+    if opts.budget_s and start > opts.budget_s:
+        return {**rec, "status": "skipped", "why": f"not started by --budget_s={opts.budget_s}"}
+    timeout = opts.timeout_s
+    if opts.deadline_s:
+        timeout = min(timeout, opts.deadline_s - start)
+    log = os.path.join(opts.out, "logs", f"{job.preset}_seed{job.seed}.log")
+    rec.update(log=log, started_s=round(start, 1))
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                                timeout=max(timeout, 1.0)).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            rc = None
+    rec["wall_s"] = round(time.monotonic() - t0 - start, 1)
+    done = os.path.exists(os.path.join(wd, harness.SUMMARY_FILE))
+    rec.update(rc=rc, status="ok" if rc == 0 and done else ("timeout" if rc is None else "failed"))
+    if rec["status"] != "ok":
+        rec["log_tail"] = _tail(log)
+    return rec
+
+
+def run_sweep(jobs: Sequence[Job], opts: Options) -> list[dict[str, Any]]:
+    """Runs ``jobs`` on ``opts.workers`` processes, appending each record to runs.jsonl."""
+    os.makedirs(os.path.join(opts.out, "logs"), exist_ok=True)
+    env, t0, lock, records = worker_env(opts), time.monotonic(), threading.Lock(), []
+
+    def one(job: Job) -> None:
+        rec = run_job(job, opts, t0, env)
+        with lock:
+            records.append(rec)
+            with open(os.path.join(opts.out, RUNS_FILE), "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            shown = f"{rec['status']} in {rec.get('wall_s', 0):.0f} s"
+            print(f"[ssm_table {time.monotonic() - t0:5.0f} s] {job.preset} seed {job.seed}: "
+                  f"{shown} ({len(records)}/{len(jobs)})", flush=True)  # fmt: skip
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(opts.workers, 1)) as pool:
+        for fut in [pool.submit(one, j) for j in jobs]:
+            fut.result()
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation
+# ---------------------------------------------------------------------------------------------
+
+
+def read_records(out: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """The last runs.jsonl record of each (preset, seed); a rerun that found the run finished
+    does not hide the record of the run itself."""
+    path = os.path.join(out, RUNS_FILE)
+    recs: dict[tuple[str, int], dict[str, Any]] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    if not (r.get("reused") and (r["preset"], r["seed"]) in recs):
+                        recs[(r["preset"], r["seed"])] = r
+    return recs
+
+
+def _summary(wd: str) -> dict[str, Any] | None:
+    path = os.path.join(wd, harness.SUMMARY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _stat(values: Sequence[float], reps: int) -> dict[str, Any]:
+    if not values:
+        return {"n": 0, "iqm": None, "ci95": [None, None], "values": []}
+    lo, hi = bootstrap_ci(values, reps=reps)
+    return {"n": len(values), "iqm": iqm(values), "ci95": [lo, hi], "values": list(values)}
+
+
+def verdict(row: Row, metrics: dict[str, dict[str, Any]]) -> str:
+    """One plain sentence: each claim reproduced / not reproduced / inconclusive, with numbers."""
+    head = f"{row.model} (`{row.preset}`)"
+    if not row.claims:
+        m = next((k for k, v in metrics.items() if v["n"]), None)
+        if m is None:
+            return f"{head}: no finished run. Paper: {row.paper}."
+        s = metrics[m]
+        return (f"{head}: {m} IQM {s['iqm']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] over "
+                f"{s['n']} seeds; no claim checked ({row.paper}).")  # fmt: skip
+    parts = []
+    for c in row.claims:
+        s = metrics.get(c.metric, {"n": 0})
+        if not s["n"]:
+            parts.append(f"'{c.text}': no finished run")
+            continue
+        lo, hi = s["ci95"]
+        ok_lo, ok_hi = (lo >= c.threshold, hi >= c.threshold) if c.op == ">=" else (
+            hi <= c.threshold, lo <= c.threshold)  # fmt: skip
+        word = "reproduced" if ok_lo else ("not reproduced" if not ok_hi else "inconclusive")
+        parts.append(f"'{c.text}' {word}: {c.metric} IQM {s['iqm']:.3f} [95% CI {lo:.3f}, "
+                     f"{hi:.3f}], {s['n']} seeds")  # fmt: skip
+    return f"{head}: " + "; ".join(parts) + f". Paper: {row.paper}."
+
+
+def aggregate_row(out: str, preset: str, seeds: Sequence[int], recs, reps: int) -> dict[str, Any]:
+    row = row_for(preset)
+    group = GROUPS[row.group]
+    seeds = list(seeds)[: group.max_seeds]
+    finals, statuses, provenance = {}, {}, set()
+    for s in seeds:
+        summ = _summary(workdir(out, Job(preset, s, ())))
+        if summ is not None:
+            finals[s] = summ["final_metrics"]
+            statuses[s] = "ok"
+            g = summ.get("git", {})
+            provenance.add((str(g.get("commit")), bool(g.get("dirty")), summ.get("backend"),
+                            ", ".join(summ.get("devices", []))))  # fmt: skip
+        else:
+            statuses[s] = recs.get((preset, s), {}).get("status", "missing")
+    metrics = {m: _stat([finals[s][m] for s in finals if m in finals[s]], reps)
+               for m in group.columns}  # fmt: skip
+    walls = [r["wall_s"] for s in finals
+             if (r := recs.get((preset, s))) and not r.get("reused")]  # fmt: skip
+    return {"preset": preset, "group": row.group, "model": row.model, "paper": row.paper,
+            "wall_s_median": float(np.median(walls)) if walls else None,
+            "claims": [c._asdict() for c in row.claims], "seeds": seeds, "statuses": statuses,
+            "metrics": metrics, "verdict": verdict(row, metrics),
+            "provenance": sorted(provenance)}  # fmt: skip
+
+
+def curves(out: str, preset: str, seeds: Sequence[int], metric: str):
+    """(gradient steps, per-seed values) of ``metric`` for the finished seeds, on common steps."""
+    per_seed = []
+    for s in seeds:
+        wd = workdir(out, Job(preset, s, ()))
+        if _summary(wd) is None:
+            continue
+        with open(os.path.join(wd, harness.CONFIG_FILE)) as f:
+            spu = json.load(f)["train"]["steps_per_update"]
+        pts = {r["step"] * spu: r[metric] for r in harness.read_metrics(wd) if metric in r}
+        if pts:
+            per_seed.append(pts)
+    if not per_seed:
+        return None, None
+    steps = sorted(set.intersection(*(set(p) for p in per_seed)))
+    return np.array(steps), np.array([[p[x] for x in steps] for p in per_seed])
+
+
+def plot_group(out: str, group: str, rows: Sequence[dict[str, Any]]) -> str | None:
+    """``<out>/<group>.png``: one panel per curve metric, a line per row (mean over finished
+    seeds) with its min-max band."""
+    # matplotlib costs ~0.5 s to import; only the aggregation needs it.
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on the GPU machine or in CI
+    import matplotlib.pyplot as plt
+
+    g = GROUPS[group]
+    fig, axes = plt.subplots(1, len(g.curves), figsize=(6 * len(g.curves), 4), squeeze=False)
+    drawn = False
+    for ax, metric in zip(axes[0], g.curves, strict=True):
+        for r in rows:
+            x, y = curves(out, r["preset"], r["seeds"], metric)
+            if x is None or not len(x):
+                continue
+            (line,) = ax.plot(x, y.mean(0), label=f"{r['model']} ({len(y)} seeds)")
+            ax.fill_between(x, y.min(0), y.max(0), alpha=0.2, color=line.get_color())
+            drawn = True
+        ax.set_title(f"{metric} (line: mean over seeds; band: min-max)", fontsize=9)
+        ax.set_xlabel("gradient step")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(g.title, fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(out, f"{group}.png")
+    if drawn:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path if drawn else None
+
+
+def _fmt_stat(s: dict[str, Any]) -> str:
+    if not s["n"]:
+        return "n/a"
+    vals = ", ".join(f"{v:.3f}" for v in s["values"])
+    return f"{s['iqm']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] ({vals})"
+
+
+def markdown(table: dict[str, Any]) -> str:
+    lines = [
+        "# SSM synthetic tasks over seeds (issue 24)", "",
+        f"commit `{table['commit']}`{' (dirty)' if table['dirty'] else ''}; device: "
+        f"{table['device']}; command: `{table['command']}`; steps scale {table['steps_scale']}.",
+        "", "Cells: IQM [95% bootstrap CI] (per-seed values) of the final held-out metric; "
+        "run s: median wall time of a run's process (start, compile, train, eval) in this sweep.",
+    ]  # fmt: skip
+    for group, rows in table["groups"].items():
+        cols = GROUPS[group].columns
+        lines += ["", f"## {GROUPS[group].title}", "",
+                  "| row (preset) | model | seeds ok | " + " | ".join(cols) + " | run s |",
+                  "|---|---|---|" + "---|" * (len(cols) + 1)]  # fmt: skip
+        for r in rows:
+            ok = sum(st == "ok" for st in r["statuses"].values())
+            cells = " | ".join(_fmt_stat(r["metrics"][c]) for c in cols)
+            wall = "n/a" if r["wall_s_median"] is None else f"{r['wall_s_median']:.0f}"
+            lines.append(
+                f"| `{r['preset']}` | {r['model']} | {ok}/{len(r['seeds'])} | {cells} | {wall} |"
+            )
+        lines += [""] + [f"* {r['verdict']}" for r in rows]
+    bad = [f"`{p}` seed {s}: {st}" for r in table["rows"] for s, st in r["statuses"].items()
+           for p in [r["preset"]] if st != "ok"]  # fmt: skip
+    lines += ["", "## Runs not in the table", ""] + ([f"* {b}" for b in bad] or ["* none"])
+    return "\n".join(lines) + "\n"
+
+
+def _git() -> tuple[str, bool]:
+    info = harness.git_info(__file__)
+    return str(info.get("commit")), bool(info.get("dirty"))
+
+
+def _gpu_name() -> str | None:
+    try:
+        res = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip().splitlines()[0] if res.returncode == 0 and res.stdout else None
+
+
+def aggregate(out: str, rows: Sequence[str], seeds: Sequence[int], command_line: str,
+              steps_scale: float = 1.0, reps: int = 2000,
+              commit: str = "") -> dict[str, Any]:  # fmt: skip
+    """Reads the finished workdirs under ``out``; writes table.json, table.md, <group>.png."""
+    recs = read_records(out)
+    agg = [aggregate_row(out, p, seeds, recs, reps) for p in rows]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in agg:
+        groups.setdefault(r["group"], []).append(r)
+    devices = sorted({f"{p[2]}: {p[3]}" for r in agg for p in r["provenance"]})
+    git_commit, dirty = _git()
+    if commit:  # a copy of the tree without .git (a GPU machine) is told its commit
+        git_commit, dirty = commit, False
+    gpu = _gpu_name()
+    table = {"commit": git_commit, "dirty": dirty,
+             "run_commits": sorted({p[0] + (" (dirty)" if p[1] else "") for r in agg
+                                    for p in r["provenance"]}),
+             "device": "; ".join(devices) + (f" ({gpu})" if gpu else "") or "no finished run",
+             "command": command_line, "steps_scale": steps_scale, "groups": groups, "rows": agg,
+             "plots": [os.path.basename(p) for g, rs in groups.items()
+                       if (p := plot_group(out, g, rs))]}  # fmt: skip
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "table.json"), "w") as f:
+        json.dump(table, f, indent=2, default=str)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(markdown(table))
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("rows", ["all"], f"Presets (rows) or 'all' = {', '.join(ROWS)}.")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (MQAR/ListOps use the first 3).")
+flags.DEFINE_integer("workers", 1, "Parallel run processes.")
+flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_float("steps_scale", 1.0, "Multiply every preset's gradient steps (a quick check).")
+flags.DEFINE_float("timeout_s", 600.0, "Per-run wall-clock limit (the run is killed).")
+flags.DEFINE_float("budget_s", 0.0, "Launch no run after this many seconds (0: no limit).")
+flags.DEFINE_float("deadline_s", 0.0, "Kill runs still going at this many seconds (0: none).")
+flags.DEFINE_float("mem_fraction", 0.0, "XLA_PYTHON_CLIENT_MEM_FRACTION per run (0: 0.9/workers).")
+flags.DEFINE_bool("compile_cache", True, "Share a persistent JAX compilation cache in <out>.")
+flags.DEFINE_multi_string("set", [], "field=value passed as --config.field=value to every run.")
+flags.DEFINE_bool("aggregate_only", False, "Only rebuild the table from finished workdirs.")
+flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples.")
+flags.DEFINE_string("commit", "", "The commit to record when the tree has no .git (default: git).")
+flags.mark_flags_as_required(["out"])
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        rows = resolve_rows(FLAGS.rows)
+    except harness.ConfigError as err:
+        raise app.UsageError(str(err)) from None
+    seeds = [int(s) for s in FLAGS.seeds]
+    if not FLAGS.aggregate_only:
+        jobs = plan(rows, seeds, FLAGS.steps_scale, FLAGS.set)
+        opts = Options(FLAGS.out, FLAGS.workers, FLAGS.timeout_s, FLAGS.budget_s,
+                       FLAGS.deadline_s, FLAGS.mem_fraction, FLAGS.compile_cache)  # fmt: skip
+        print(f"[ssm_table] {len(jobs)} runs on {FLAGS.workers} workers -> {FLAGS.out}", flush=True)
+        run_sweep(jobs, opts)
+    cmd = "python -m experiments.ssm_table " + shlex.join(sys.argv[1:])
+    table = aggregate(FLAGS.out, rows, seeds, cmd, FLAGS.steps_scale, FLAGS.bootstrap_reps,
+                      FLAGS.commit)  # fmt: skip
+    print(markdown(table))
+
+
+def underscore_flags(argv: Sequence[str]) -> list[str]:
+    """``--steps-scale`` -> ``--steps_scale`` (flag names only; values are left alone)."""
+    out = []
+    for a in argv:
+        if a.startswith("--"):
+            name, eq, value = a[2:].partition("=")
+            a = "--" + name.replace("-", "_") + eq + value
+        out.append(a)
+    return out
+
+
+if __name__ == "__main__":
+    # The runs own the GPU: this process never starts a backend, and would not preallocate.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    app.run(main, argv=underscore_flags(sys.argv))

@@ -1,0 +1,170 @@
+"""``experiments.ssm_table``: the seed sweep end to end on the ``smoke`` preset (two seeds on two
+workers, a failing run, a timed-out run, a run past the budget), the aggregation it writes, and a
+dry check of every table preset."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from adarl.robust_eval import bootstrap_ci, iqm
+from experiments import cli
+from experiments import ssm_table as st
+from experiments.configs import ssm as ssm_configs
+from ssm import lm, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("table"))
+    jobs = [*st.plan(["smoke"], [0, 1]), st.Job("smoke", 2, ("train.lr=-1.0",))]
+    opts = st.Options(out, workers=2, timeout_s=600)
+    records = st.run_sweep(jobs, opts)
+    table = st.aggregate(out, ["smoke"], [0, 1, 2], "test command", reps=200)
+    return out, records, table
+
+
+def test_runs_are_recorded_with_their_status(sweep):
+    out, records, _ = sweep
+    with open(os.path.join(out, st.RUNS_FILE)) as f:
+        lines = [json.loads(line) for line in f]
+    assert sorted((r["seed"], r["status"]) for r in lines) == [(0, "ok"), (1, "ok"), (2, "failed")]
+    bad = next(r for r in lines if r["seed"] == 2)
+    assert bad["rc"] == 2 and "train.lr" in bad["log_tail"], bad
+    for r in lines:
+        assert f"--config.seed={r['seed']}" in r["command"]
+        assert os.path.exists(r["log"])
+    assert len(records) == 3
+
+
+def test_table_is_the_iqm_and_ci_of_the_finished_seeds(sweep):
+    out, _, table = sweep
+    (row,) = table["rows"]
+    assert row["statuses"] == {0: "ok", 1: "ok", 2: "failed"}
+    finals = []
+    for s in (0, 1):
+        with open(os.path.join(out, "runs", "smoke", f"seed{s}", "summary.json")) as f:
+            finals.append(json.load(f)["final_metrics"]["eval/token_acc"])
+    m = row["metrics"]["eval/token_acc"]
+    assert m["n"] == 2 and m["values"] == finals
+    assert m["iqm"] == pytest.approx(iqm(finals))
+    assert m["ci95"] == pytest.approx(list(bootstrap_ci(finals, reps=200)))
+    with open(os.path.join(out, "table.json")) as f:
+        assert json.load(f)["rows"][0]["metrics"]["eval/token_acc"]["values"] == finals
+    md = open(os.path.join(out, "table.md")).read()
+    assert "| `smoke` | smoke | 2/3 |" in md and "`smoke` seed 2: failed" in md
+    assert table["plots"] == ["other.png"] and os.path.exists(os.path.join(out, "other.png"))
+    assert "cpu" in table["device"] and table["command"] == "test command"
+    walls = sorted(r["wall_s"] for r in lines_of(out) if r["status"] == "ok")
+    assert row["wall_s_median"] == pytest.approx(sum(walls) / 2) and walls[0] > 0
+
+
+def lines_of(out):
+    with open(os.path.join(out, st.RUNS_FILE)) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_curves_are_per_seed_on_gradient_steps(sweep):
+    out, _, _ = sweep
+    steps, values = st.curves(out, "smoke", [0, 1, 2], "eval/token_acc")
+    c = ssm_configs.get_config("smoke").train
+    want = [u * c.steps_per_update for u in range(1, c.num_updates + 1)
+            if u % c.eval_every == 0 or u == c.num_updates]  # fmt: skip
+    assert list(steps) == want and values.shape == (2, len(want))
+
+
+def test_finished_run_is_reused_and_aggregate_only_rebuilds_the_table(sweep):
+    out, _, table = sweep
+    opts = st.Options(out)
+    t = time.time()
+    rec = st.run_job(st.Job("smoke", 0, ()), opts, time.monotonic(), st.worker_env(opts))
+    assert rec["status"] == "ok" and rec["reused"] and time.time() - t < 5
+    with open(os.path.join(out, st.RUNS_FILE), "a") as f:
+        f.write(json.dumps(rec) + "\n")  # as run_sweep records it
+    assert st.read_records(out)[("smoke", 0)]["wall_s"] > 0  # the run's own record is kept
+    os.remove(os.path.join(out, "table.md"))
+    cmd = [sys.executable, "-m", "experiments.ssm_table", "--rows=smoke", "--seeds=0,1,2",
+           f"--out={out}", "--aggregate_only", "--bootstrap_reps=200"]  # fmt: skip
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with open(os.path.join(out, "table.json")) as f:
+        again = json.load(f)
+    assert again["rows"][0]["metrics"] == json.loads(json.dumps(table["rows"][0]["metrics"]))
+    assert os.path.exists(os.path.join(out, "table.md"))
+
+
+def test_budget_skips_and_timeout_kills(tmp_path):
+    out = str(tmp_path)
+    os.makedirs(os.path.join(out, "logs"))
+    late = st.Options(out, budget_s=1.0)
+    rec = st.run_job(st.Job("smoke", 0, ()), late, time.monotonic() - 5, st.worker_env(late))
+    assert rec["status"] == "skipped" and not os.path.exists(os.path.join(out, "runs"))
+    short = st.Options(out, timeout_s=1.0)
+    rec = st.run_job(st.Job("smoke", 1, ()), short, time.monotonic(), st.worker_env(short))
+    assert rec["status"] == "timeout" and rec["rc"] is None
+
+
+def test_dashed_flag_names_are_accepted():
+    argv = ["prog", "--steps-scale=0.5", "--budget-s", "3", "--set", "a.b-c=1", "--aggregate-only"]
+    assert st.underscore_flags(argv) == [
+        "prog",
+        "--steps_scale=0.5",
+        "--budget_s",
+        "3",
+        "--set",
+        "a.b-c=1",
+        "--aggregate_only",
+    ]
+
+
+def test_worker_env_shares_the_gpu():
+    env = st.worker_env(st.Options("/x", workers=12))
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) * 12 <= 0.9 + 1e-9
+    assert env["JAX_COMPILATION_CACHE_DIR"] == "/x/jax_cache"
+
+
+def _metrics(values):
+    lo, hi = bootstrap_ci(values, reps=200)
+    return {"n": len(values), "iqm": iqm(values), "ci95": [lo, hi], "values": values}
+
+
+def test_verdict_words_follow_the_ci():
+    row = st.ROWS["sc256_mamba"]
+    assert "' reproduced" in st.verdict(row, {"eval/token_acc": _metrics([0.95, 0.97, 0.99])})
+    assert "not reproduced" in st.verdict(row, {"eval/token_acc": _metrics([0.3, 0.4, 0.5])})
+    assert "inconclusive" in st.verdict(row, {"eval/token_acc": _metrics([0.5, 0.95, 0.99])})
+    lti = st.ROWS["sc256_s4d"]  # a "<=" claim
+    assert "' reproduced" in st.verdict(lti, {"eval/token_acc": _metrics([0.3, 0.4, 0.5])})
+    assert "no finished run" in st.verdict(row, {"eval/token_acc": {"n": 0}})
+
+
+def test_plan_order_and_seed_caps():
+    jobs = st.plan(st.resolve_rows(["all"]), range(5))
+    groups = [st.ROWS[j.preset].group for j in jobs]
+    assert groups == sorted(groups, key=list(st.GROUPS).index)  # priority order
+    assert [j.seed for j in jobs[:5]] == [0] * 5  # seed by seed within a group
+    count = {g: groups.count(g) for g in set(groups)}
+    assert count == {"selective_copying": 25, "induction": 20, "mqar": 12, "listops": 9}
+    assert {j.preset for j in jobs} == set(st.ROWS)
+
+
+@pytest.mark.parametrize("preset", sorted(st.ROWS))
+def test_every_table_preset_validates_and_its_command_parses(preset):
+    config = ssm_configs.get_config(preset)
+    train.validate_config(config)
+    layers = lm.validate(config.model).layer_names()
+    want = {"sc256": 4000, "ind256": 6000, "mqar": 3000, "listops128": 3000}[preset.split("_")[0]]
+    assert config.train.num_updates * config.train.steps_per_update == want
+    assert config.model.scan_method == "chunked"
+    if "transformer" in layers:  # an f32 attention score tensor at 16384 is 34 GB per batch of 8
+        assert max(config.eval.lengths, default=0) <= 4096
+    for scale in (1.0, 0.01):
+        job = st.Job(preset, 3, st.scaled_overrides(preset, scale))
+        argv = st.command(job, "/tmp/o")[3:]
+        cli.precheck(argv, "", None)  # every --config.<field> exists in the preset
