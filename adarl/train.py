@@ -37,6 +37,7 @@ import functools
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -47,7 +48,17 @@ import numpy as np
 import optax
 
 import harness
-from adarl import acting, buffers, checkpoints, losses, lowrank, networks, running_stats, tasks
+from adarl import (
+    acting,
+    buffers,
+    checkpoints,
+    footprint,
+    losses,
+    lowrank,
+    networks,
+    running_stats,
+    tasks,
+)
 from adarl import dynamics as dynamics_lib
 from adarl import envs as envs_lib
 from adarl import evaluate as evaluate_lib
@@ -85,6 +96,9 @@ ALGOS.add("sac", AlgoSpec(truncate=False, parseval=False, fixes=PAPER_SAC))
 ALGOS.add("sac_factorised", AlgoSpec(truncate=False, parseval=False))
 ALGOS.add("adarl", AlgoSpec(truncate=True, parseval=False))
 ALGOS.add("parseval", AlgoSpec(truncate=False, parseval=True))
+# Fields added after runs were saved, with the behaviour those runs had: their checkpoints hold
+# the replay; 0 = the device's own memory limit.
+LEGACY_DEFAULTS = (("train.checkpoint_replay", True), ("train.device_memory_gb", 0.0))
 ALPHA_MODES = ("fixed", "auto")
 LR_SCHEDULES = ("cosine", "constant")
 TARGET_MODES = ("copy", "project")
@@ -99,6 +113,10 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     an unknown ``config.algo`` raises ConfigError. The caller's config is not changed."""
     harness.check_choice(config, "algo", ALGOS.names())
     out = copy.deepcopy(config)
+    for field, value in LEGACY_DEFAULTS:  # configs saved before these fields existed
+        section, name = field.split(".")
+        if name not in out[section]:
+            out[section][name] = value
     for field, value in get_algo(config.algo).fixes:
         section, name = field.split(".")
         out[section][name] = value
@@ -121,6 +139,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     harness.check_int(config, "train.batch_size", lo=1)
     harness.check_int(config, "train.checkpoint_every", lo=1)
     harness.check_int(config, "train.eval_every", lo=0)
+    harness.check_choice(config, "train.checkpoint_replay", (True, False))
+    harness.check_range(config, "train.device_memory_gb", lo=0.0)
     harness.check_int(config, "eval.num_episodes", lo=1)
     _validate_sac(config)
     _validate_network(config)
@@ -634,12 +654,10 @@ def rank_info(s: Setup, agent: AgentState) -> dict[str, jax.Array]:
 # -- init / update / evaluate ------------------------------------------------------------------
 
 
-def init(s: Setup, key: jax.Array) -> TrainState:
-    """Fresh agent, empty replay prefilled with ``train.prefill_steps`` random-action steps."""
-    k_agent, k_env, k_prefill, key = jax.random.split(key, 4)
+def example_transition(s: Setup) -> Transition:
+    """One zero transition of the task's shapes (the replay's row layout)."""
     obs_size, act_size = s.envs.observation_size, s.envs.action_size
-    env_state = s.envs.train_env.reset(jax.random.split(k_env, s.num_envs))
-    example = Transition(
+    return Transition(
         obs=jnp.zeros((obs_size,)),
         action=jnp.zeros((act_size,)),
         reward=jnp.zeros(()),
@@ -647,21 +665,43 @@ def init(s: Setup, key: jax.Array) -> TrainState:
         next_obs=jnp.zeros((obs_size,)),
         truncation=jnp.zeros(()),
     )
+
+
+def start(s: Setup, key: jax.Array) -> TrainState:
+    """Fresh agent and reset envs with no replay yet (``buffer`` None): what a checkpoint saved
+    without replay holds (``train.checkpoint_replay=False``)."""
+    k_agent, k_env, key = jax.random.split(key, 3)
+    env_state = s.envs.train_env.reset(jax.random.split(k_env, s.num_envs))
     returns = acting.returns_init(s.num_envs)
-    carry = TrainState(
+    return TrainState(
         agent=init_agent(s, k_agent),
-        buffer=buffers.init(s.replay_size, example),
+        buffer=None,
         env_state=s.packer.pack(env_state),
-        key=k_prefill,
+        key=key,
         episode_return=returns.running,
         last_return=returns.last,
     )
+
+
+def fill(s: Setup, carry: TrainState, random_actions: bool) -> TrainState:
+    """A new empty replay filled with ``train.prefill_steps`` transitions, no gradient steps.
+
+    ``random_actions=True``: uniform actions, the start of a run (Spinning Up's start_steps).
+    ``False``: the current stochastic policy, the warm-up of a run resumed from a checkpoint
+    saved without its replay (the optimizer states and learning-rate schedule are kept).
+    """
+    carry = carry.replace(buffer=buffers.init(s.replay_size, example_transition(s)))
     n_prefill = math.ceil(s.prefill_steps / s.num_envs)
     if n_prefill:
         carry = jax.lax.fori_loop(
-            0, n_prefill, lambda _, c: env_step(s, c, random_actions=True), carry
+            0, n_prefill, lambda _, c: env_step(s, c, random_actions=random_actions), carry
         )
-    return carry.replace(key=key)
+    return carry
+
+
+def init(s: Setup, key: jax.Array) -> TrainState:
+    """Fresh agent, empty replay prefilled with ``train.prefill_steps`` random-action steps."""
+    return fill(s, start(s, key), random_actions=True)
 
 
 def update(s: Setup, carry: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -782,23 +822,107 @@ def _seed_keys(key: jax.Array, num_seeds: int) -> jax.Array:
     return jax.random.split(key, num_seeds)
 
 
-_SEEDED_CACHE: dict[tuple[int, int], tuple[TrainFns, tuple[Callable, ...]]] = {}
+class Seeded(NamedTuple):
+    """Jitted functions over ``S`` vmapped seeds (leading axis (S,) on every state leaf).
+
+    init: key -> TrainState (prefilled replay; the key is split per seed).
+    update: TrainState -> (TrainState, metrics); its argument is *donated*, so the replay is
+      updated in place instead of being copied (the state passed in is deleted).
+    evaluate: (AgentState, key) -> f32 (S, E) nominal returns. rank_info: AgentState -> dict.
+    start: key -> TrainState without replay (:func:`start`).
+    prefill / refill: TrainState without replay -> with a filled one (:func:`fill`; uniform
+      actions / the current policy).
+    """
+
+    init: Callable
+    update: Callable
+    evaluate: Callable
+    rank_info: Callable
+    start: Callable
+    prefill: Callable
+    refill: Callable
 
 
-def make_seeded(fns: TrainFns, num_seeds: int):
-    """(init, update) over ``num_seeds`` vmapped seeds: init(key) splits the key per seed.
+_SEEDED_CACHE: dict[tuple[int, int], tuple[TrainFns, Seeded]] = {}
+
+
+def make_seeded(fns: TrainFns, num_seeds: int) -> Seeded:
+    """:class:`Seeded` functions of ``fns`` over ``num_seeds`` vmapped seeds.
 
     Memoised per ``fns`` object so repeated runs in one process (tests, resume) reuse the
     compiled functions.
     """
     cache_key = (id(fns), num_seeds)
     if cache_key not in _SEEDED_CACHE:
-        init = jax.jit(lambda key: jax.vmap(fns.init)(_seed_keys(key, num_seeds)))
-        update = jax.jit(jax.vmap(fns.update))
-        eval_fn = jax.jit(jax.vmap(fns.evaluate, in_axes=(0, None)))
-        info_fn = jax.jit(jax.vmap(fns.rank_info))
-        _SEEDED_CACHE[cache_key] = (fns, (init, update, eval_fn, info_fn))
+        s = fns.setup
+        keys = functools.partial(_seed_keys, num_seeds=num_seeds)
+        _SEEDED_CACHE[cache_key] = (
+            fns,
+            Seeded(
+                init=jax.jit(lambda key: jax.vmap(fns.init)(keys(key))),
+                update=jax.jit(jax.vmap(fns.update), donate_argnums=0),
+                evaluate=jax.jit(jax.vmap(fns.evaluate, in_axes=(0, None))),
+                rank_info=jax.jit(jax.vmap(fns.rank_info)),
+                start=jax.jit(lambda key: jax.vmap(functools.partial(start, s))(keys(key))),
+                prefill=jax.jit(jax.vmap(functools.partial(fill, s, random_actions=True))),
+                refill=jax.jit(jax.vmap(functools.partial(fill, s, random_actions=False))),
+            ),
+        )
     return _SEEDED_CACHE[cache_key][1]
+
+
+class ReplayOutsideCheckpoints:
+    """The harness's ``init``/``update`` pair for ``train.checkpoint_replay=False``: the state
+    the harness sees and checkpoints has ``buffer=None`` and the replay lives here between
+    updates. Without a buffer here, the state is either fresh (no gradient step yet: prefill
+    with uniform actions, as :func:`init`) or restored from a checkpoint (refill
+    ``train.prefill_steps`` transitions with the restored policy, then continue)."""
+
+    def __init__(self, seeded: Seeded):
+        self.seeded = seeded
+        self.buffer: ReplayState | None = None
+        self.init = seeded.start
+
+    def update(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+        if self.buffer is None:
+            fresh = int(np.max(np.asarray(state.agent.grad_steps))) == 0
+            if not fresh:
+                print("[replay] resumed without a saved replay: refilling it with the policy")
+            full = (self.seeded.prefill if fresh else self.seeded.refill)(state)
+        else:
+            full = state.replace(buffer=self.buffer)
+        full, metrics = self.seeded.update(full)
+        self.buffer = full.buffer
+        return full.replace(buffer=None), metrics
+
+
+def timed(update: Callable) -> Callable:
+    """``update`` plus ``perf/update_s``, its wall time (host clock, result awaited)."""
+
+    def run(state):
+        t0 = time.perf_counter()
+        state, metrics = update(state)
+        jax.block_until_ready(metrics)
+        return state, {**metrics, "perf/update_s": time.perf_counter() - t0}
+
+    return run
+
+
+def check_memory(config: ml_collections.ConfigDict, fns: TrainFns, verbose: bool = True):
+    """:func:`adarl.footprint.check_fits` for ``config`` (resolved) from traced shapes only."""
+    s, key = fns.setup, jax.random.PRNGKey(0)
+    return footprint.check_fits(
+        config,
+        jax.eval_shape(functools.partial(example_transition, s)),
+        jax.eval_shape(functools.partial(init_agent, s), key),
+        jax.eval_shape(lambda k: s.envs.train_env.reset(jax.random.split(k, 1)), key),
+        verbose=verbose,
+    )
+
+
+def checkpointed_init(config: ml_collections.ConfigDict, seeded: Seeded) -> Callable:
+    """The init whose shapes the run's checkpoints have (with or without the replay)."""
+    return seeded.init if config.train.checkpoint_replay else seeded.start
 
 
 def train_and_evaluate(
@@ -822,8 +946,15 @@ def train_and_evaluate(
     config = resolve_config(config)
     validate(config)
     fns = make_train_fns(config) if fns is None else fns
+    check_memory(config, fns, verbose=progress)
     num_seeds = int(config.num_seeds)
-    init, update, eval_fn, info_fn = make_seeded(fns, num_seeds)
+    seeded = make_seeded(fns, num_seeds)
+    eval_fn, info_fn = seeded.evaluate, seeded.rank_info
+    if config.train.checkpoint_replay:
+        init, update = seeded.init, seeded.update
+    else:
+        outside = ReplayOutsideCheckpoints(seeded)
+        init, update = outside.init, outside.update
     eval_key = jax.random.PRNGKey(int(config.seed) + 10_007)
     spectra_path = os.path.join(workdir, SPECTRA_FILE)
 
@@ -842,7 +973,7 @@ def train_and_evaluate(
         config,
         workdir,
         init=init,
-        update=update,
+        update=timed(update),
         num_updates=int(config.train.num_updates),
         seed=int(config.seed),
         checkpoint_every=int(config.train.checkpoint_every),
@@ -875,7 +1006,7 @@ def train_and_evaluate(
     )
     if summary.get("interrupted") or "robustness" in summary or fns.envs.spec is None:
         return summary
-    state, _ = harness.load_state(workdir, like=init(jax.random.PRNGKey(int(config.seed))))
+    state = checkpoints.load_state(workdir, init)
     summary["robustness"] = final_robustness(config, workdir, fns, info_fn, state.agent)
     with open(os.path.join(workdir, harness.SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True, default=str)
@@ -909,7 +1040,8 @@ def load_agents(
     """The latest checkpointed agents (leading seed axis (S,)), the train fns and the config."""
     config = checkpoints.read_config(workdir)
     fns = make_train_fns(config) if fns is None else fns
-    state = checkpoints.load_state(workdir, make_seeded(fns, int(config.num_seeds))[0])
+    seeded = make_seeded(fns, int(config.num_seeds))
+    state = checkpoints.load_state(workdir, checkpointed_init(resolve_config(config), seeded))
     return state.agent, fns, config
 
 

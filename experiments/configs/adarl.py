@@ -10,7 +10,11 @@ Presets (``--config experiments/configs/adarl.py:<preset>``):
   3e-3, β = 0.98, d_t = 1M (0.7M Walker2d), Spinning Up's batch 100, γ 0.99, τ 0.005, α 0.2) with
   the OMPO dynamics schedule, for a GPU. ``<preset>_parseval`` selects the Parseval baseline,
   ``<preset>_sac`` the paper's SAC baseline and ``<preset>_sac_factorised`` AdaRL's network
-  without truncation.
+  without truncation. 80 envs step together, each step followed by 80 gradient steps (Spinning
+  Up's ratio of one gradient step per env step); the replay is not checkpointed
+  (``train.checkpoint_replay``) and a memory estimate is checked before start
+  (``train.device_memory_gb``, :mod:`adarl.footprint`).
+* ``gpu_smoke``: the hopper pipeline in about two minutes on one GPU (128 envs, 2 seeds).
 
 ``--config.algo=adarl|sac_factorised|parseval`` switches the upper level with everything else
 equal; ``--config.algo=sac`` is the paper's Spinning Up baseline, which also pins a dense
@@ -52,6 +56,12 @@ def base() -> ml_collections.ConfigDict:
     c.train.batch_size = 256
     c.train.checkpoint_every = 10  # updates
     c.train.eval_every = 5  # updates (0: only at the end)
+    # Checkpoints hold no replay unless True; a resumed run then refills train.prefill_steps
+    # transitions with its restored policy before learning again (adarl.train.fill).
+    c.train.checkpoint_replay = False
+    # Memory budget of the pre-start check (adarl.footprint); 0: the device's allocator limit
+    # (GPU: memory_stats bytes_limit), or host memory where the backend reports none (CPU).
+    c.train.device_memory_gb = 0.0
 
     c.sac = ml_collections.ConfigDict()
     c.sac.lr = 3e-3  # AdaRL App. A.2.1 (both networks)
@@ -155,9 +165,12 @@ def _paper(env: str, interval: int) -> ml_collections.ConfigDict:
     c.env.episode_length = 1000
     c.dynamics.sampler = "ompo"
     c.dynamics.kwargs.task = env.lower()
-    c.train.num_envs = 1  # Spinning Up: one env, update_every 50 with 50 gradient steps
-    c.train.steps_per_update = 4000  # Spinning Up's epoch
-    c.train.grad_updates_per_step = 1
+    # Spinning Up steps one env and does 50 gradient steps every 50 env steps: one gradient step
+    # per env step. Here 80 envs step together and 80 gradient steps follow, the same ratio
+    # (so d_t in gradient steps is also d_t env steps), with the GPU busy on 80 envs at a time.
+    c.train.num_envs = 80
+    c.train.steps_per_update = 50  # 50 x 80 = 4000 env steps: Spinning Up's epoch
+    c.train.grad_updates_per_step = 80  # update-to-data ratio 80 / 80 = 1
     c.train.num_updates = 1000  # 4M steps: 4 phases at d_t = 1M (a guess, ADARL.md §6)
     c.train.prefill_steps = 10_000
     c.train.replay_size = 1_000_000
@@ -176,6 +189,27 @@ def _paper(env: str, interval: int) -> ml_collections.ConfigDict:
     return c
 
 
+def gpu_smoke() -> ml_collections.ConfigDict:
+    """The hopper pipeline (MJX, OMPO schedule, AdaRL with truncations, robustness grid) in
+    about two minutes on one GPU: 128 envs, update-to-data ratio 1, 2 seeds, 20 updates of 2048
+    env and gradient steps, truncations every 10k gradient steps."""
+    c = _paper("Hopper", 10_240)
+    c.num_seeds = 2
+    c.train.num_envs = 128
+    c.train.steps_per_update = 16
+    c.train.grad_updates_per_step = 128
+    c.train.num_updates = 20
+    c.train.prefill_steps = 8192
+    c.train.replay_size = 100_000
+    c.train.checkpoint_every = 10
+    c.train.eval_every = 10
+    c.sac.warmup_steps = 500
+    c.eval.num_episodes = 4
+    c.eval.grid_scales = (0.5, 1.0, 1.5)
+    c.eval.grid_episodes = 2
+    return c
+
+
 PRESETS = {
     "smoke": smoke,
     "cpu": cpu,
@@ -183,7 +217,9 @@ PRESETS = {
     "walker2d": lambda: _paper("Walker2d", 700_000),
     "ant": lambda: _paper("Ant", 1_000_000),
     "humanoid": lambda: _paper("Humanoid", 1_000_000),
+    "gpu_smoke": gpu_smoke,
 }
+PAPER_PRESETS = ("hopper", "walker2d", "ant", "humanoid")
 for _name in ("cpu", "hopper", "walker2d", "ant", "humanoid"):
     for _algo in ("parseval", "sac", "sac_factorised"):
         PRESETS[f"{_name}_{_algo}"] = (lambda f, a: lambda: _with_algo(f(), a))(

@@ -103,8 +103,9 @@ def test_make_train_is_pure_and_vmaps_over_seeds():
 
 
 def test_harness_run_and_resume_continue_the_same_run(tmp_path):
-    """Two vmapped seeds through the harness; an interrupted run resumed == uninterrupted run."""
-    config = probe_config(num_updates=4, checkpoint_every=1, eval_every=2)
+    """Two vmapped seeds through the harness; an interrupted run resumed == uninterrupted run
+    (with the replay in the checkpoints; without it see test_gpu_presets)."""
+    config = probe_config(num_updates=4, checkpoint_every=1, eval_every=2, checkpoint_replay=True)
     config.num_seeds = 2
     fns = train_lib.make_train_fns(config, probe_envs())
     full, part = str(tmp_path / "full"), str(tmp_path / "part")

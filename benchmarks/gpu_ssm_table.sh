@@ -1,7 +1,7 @@
 #!/bin/bash
 # Issue 24 on one GPU: the SSM synthetic-task table over seeds (experiments/ssm_table.py).
 #
-#   run(command="bash gpu_cmds.sh", timeout_s=480)     (carry .whl if the wheels live there)
+#   run(command="bash benchmarks/gpu_ssm_table.sh", timeout_s=480)     (carry .whl if the wheels live there)
 #   knobs (environment): ROWS=all SEEDS=0,1,2,3,4 WORKERS=12 STEPS_SCALE=1 COMMIT=<sha>
 #   PREV=<tgz to resume>
 #
