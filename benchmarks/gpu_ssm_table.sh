@@ -11,7 +11,7 @@
 # stopped at 340 s, the table is rebuilt from whatever finished (<= 60 s), then packed: ~6.5 min.
 # The results are written outside $OUT (a run writes hundreds of files and only 8 come back) and
 # packed into these 8 files:
-#   $OUT/table.md  table.json  selective_copying.png  induction.png  mqar.png  listops.png
+#   $OUT/table.md  table.json (the PNGs are in the tarball)
 #   $OUT/ssm_table.tgz  (everything but checkpoints, TensorBoard files and the compile cache)
 #   $OUT/ssm_table.log  (the sweep's progress lines and the aggregation's output)
 set -u
@@ -30,6 +30,11 @@ PREV=${PREV:-.ssm_table_prev/ssm_table.tgz}
 # The copied tree may have no .git: then pass COMMIT=<sha> so that the table names its commit
 # (empty: the table asks git).
 COMMIT=${COMMIT:-}
+# Wall budget (s): no launch after BUDGET_S, runs killed at DEADLINE_S, sweep stopped at KILL_S.
+BUDGET_S=${BUDGET_S:-230}
+DEADLINE_S=${DEADLINE_S:-310}
+KILL_S=${KILL_S:-340}
+AGG_S=${AGG_S:-60}
 
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -48,8 +53,8 @@ if [ -f "$PREV" ]; then tar -xzf "$PREV" -C /tmp && el "resumed from $PREV" | te
 mkdir -p "$R"
 
 el "sweep" | tee -a "$LOG"
-timeout -s TERM 340 python3 -m experiments.ssm_table --rows "$ROWS" --seeds "$SEEDS" \
-  --workers "$WORKERS" --out "$R" --budget_s 230 --deadline_s 310 --timeout_s 300 \
+timeout -s TERM "$KILL_S" python3 -m experiments.ssm_table --rows "$ROWS" --seeds "$SEEDS" \
+  --workers "$WORKERS" --out "$R" --budget_s "$BUDGET_S" --deadline_s "$DEADLINE_S" --timeout_s "$DEADLINE_S" \
   --steps_scale "$STEPS_SCALE" --commit "$COMMIT" >"$R.out" 2>&1
 rc=$?
 grep '^\[ssm_table' "$R.out" | tee -a "$LOG"
@@ -57,13 +62,13 @@ el "sweep rc=$rc" | tee -a "$LOG"
 if [ "$rc" -ne 0 ] || [ ! -f "$R/table.md" ]; then
   tail -40 "$R.out" >>"$LOG"
   el "aggregating what finished" | tee -a "$LOG"
-  timeout 60 python3 -m experiments.ssm_table --rows "$ROWS" --seeds "$SEEDS" --out "$R" \
+  timeout "$AGG_S" python3 -m experiments.ssm_table --rows "$ROWS" --seeds "$SEEDS" --out "$R" \
     --steps_scale "$STEPS_SCALE" --commit "$COMMIT" --aggregate_only >"$R.agg" 2>&1
   el "aggregate rc=$?" | tee -a "$LOG"
   tail -5 "$R.agg" >>"$LOG"
 fi
 cat "$R/table.md" >>"$LOG" 2>/dev/null
-cp "$R"/table.json "$R"/table.md "$R"/*.png "$OUT"/ 2>>"$LOG"
+cp "$R"/table.json "$R"/table.md "$OUT"/ 2>>"$LOG"  # the PNGs travel in the tarball
 cp "$R.out" "$R/sweep.out" 2>/dev/null
 tar -czf "$OUT/ssm_table.tgz" -C /tmp --exclude=checkpoints --exclude=tb --exclude=jax_cache \
   ssm_table 2>>"$LOG"
