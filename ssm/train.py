@@ -133,6 +133,21 @@ def state_shardings(state: TrainState, mesh, fsdp: bool) -> TrainState:
     )
 
 
+def make_init(model: lm.LM, opt, mesh=None, fsdp=False):
+    """``init(key) -> TrainState``: LM init, AdamW state, data key, step 0; placed by
+    :func:`state_shardings` on ``mesh`` (None: left where JAX puts it)."""
+
+    def init(key):
+        k_params, k_data = jax.random.split(key)
+        params = lm.init_params(model, k_params)
+        state = TrainState(params, opt.init(params), k_data, jnp.zeros((), jnp.int32))
+        if mesh is None:
+            return state
+        return jax.device_put(state, state_shardings(state, mesh, fsdp))
+
+    return init
+
+
 def make_update(
     model: lm.LM, task: tasks.Task, opt, batch_size: int, steps: int, mesh=None, fsdp=False
 ):
@@ -213,13 +228,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     opt = make_optimizer(config)
     t = config.train
     mesh, fsdp = parallel.mesh_from_config(config), config.parallel.fsdp
-
-    def init(key):
-        k_params, k_data = jax.random.split(key)
-        params = lm.init_params(model, k_params)
-        state = TrainState(params, opt.init(params), k_data, jnp.zeros((), jnp.int32))
-        return jax.device_put(state, state_shardings(state, mesh, fsdp))
-
+    init = make_init(model, opt, mesh, fsdp)
     update = make_update(model, task, opt, t.batch_size, t.steps_per_update, mesh, fsdp)
     evaluate = make_evaluate(model, task, config, mesh)
     eval_curves = ["eval/token_acc"] + [
