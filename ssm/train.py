@@ -188,6 +188,7 @@ def make_update(
             state = jax.device_put(state, state_shardings(state, mesh, fsdp))
         return scan(state)
 
+    update.jitted = scan  # the compiled scan, for inspecting its partitioning
     return update
 
 

@@ -34,12 +34,19 @@ SCRIPT = textwrap.dedent(
         lm = tr.policy.init(jax.random.PRNGKey(1), 16).lm  # no SFT: one compile fewer
         start = tr.init_from_lm(jax.random.PRNGKey(0), lm)
         new, metrics = tr.rl_step(tr.put_state(start))
-        return start, new, jax.device_get(metrics)
+        hlo = tr.rl_step.lower(start).as_text()
+        return start, new, jax.device_get(metrics), hlo, tr.task.prompt_len, tr.task.response_len
 
-    _, ref, m_ref = one_step(config(mesh_shape=(1,)))
+    _, ref, m_ref, _, _, _ = one_step(config(mesh_shape=(1,)))
     assert len(jax.tree.leaves(ref.params)[0].sharding.device_set) == 1
     for fsdp in (False, True):
-        start, new, m = one_step(config(mesh_shape=(4,), fsdp=fsdp))
+        start, new, m, hlo, Lp, R = one_step(config(mesh_shape=(4,), fsdp=fsdp))
+        # rows split over "data": the P G = 16 prompts and responses of generation and scoring,
+        # the 16 scored sequences, and every minibatch's 8 sequences
+        for rows, cols, dtype in [(16, Lp, "i32"), (16, R, "i32"), (16, Lp + R, "i32"),
+                                  (8, Lp + R, "i32"), (8, R, "f32")]:
+            shape = f'<@mesh, [{{"data"}}, {{}}]> : tensor<{rows}x{cols}x{dtype}>'
+            assert shape in hlo, shape
         for k in m_ref:
             np.testing.assert_allclose(m[k], m_ref[k], rtol=1e-4, atol=1e-6, err_msg=k)
         for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref), strict=True):

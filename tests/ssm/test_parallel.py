@@ -40,12 +40,15 @@ SCRIPT = textwrap.dedent(
         state = train.make_init(model, opt, mesh, fsdp)(jax.random.PRNGKey(0))
         update = train.make_update(model, task, opt, 8, 2, mesh, fsdp)
         new, metrics = update(state)
-        return state, new, jax.device_get(metrics)
+        hlo = update.jitted.lower(state).as_text()
+        return state, new, jax.device_get(metrics), hlo
 
-    _, ref, m_ref = one_update(config(mesh_shape=(1,)))
+    _, ref, m_ref, _ = one_update(config(mesh_shape=(1,)))
     assert len(jax.tree.leaves(ref.params)[0].sharding.device_set) == 1
     for fsdp in (False, True):
-        start, new, m = one_update(config(mesh_shape=(4,), fsdp=fsdp))
+        start, new, m, hlo = one_update(config(mesh_shape=(4,), fsdp=fsdp))
+        # each step's batch (inputs, targets, mask: [8, T]) is split over "data"
+        assert hlo.count('<@mesh, [{"data"}, {}]> : tensor<8x') == 3, hlo[-3000:]
         for k in m_ref:
             np.testing.assert_allclose(m[k], m_ref[k], rtol=1e-5, err_msg=k)
         for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref), strict=True):
