@@ -38,6 +38,12 @@ loss's own metrics, HPT's SFT fraction, TTRL's label/reward accuracy, and (host 
 
 Shapes: P prompts per step, G samples per prompt (G_t trained on), B = P G_t sequences,
 ``Lp`` prompt length, R response length.
+
+Parallelism (``config.parallel``, :mod:`harness.parallel`): the P G generated sequences, their
+scoring and the B / M rows of every minibatch are split over the mesh axis ``"data"`` (checked to
+divide before compiling); the policy, its log Z and value heads, the reference LM and the
+optimizer state are replicated, or FSDP-sharded over ``"data"`` with ``parallel.fsdp=True``
+(:func:`state_shardings`). GSPMD inserts the collectives; on one device this is the plain loop.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from flowrl.aggregation import agg_loss, masked_mean, seq_sum
 from flowrl.kl import kl_estimate
 from flowrl.policy import Policy, PolicyParams, make_policy
 from flowrl.types import AdvantageConfig, AdvantageInputs, LossInputs
+from harness import parallel
 from ssm import lm as ssm_lm
 
 Array = jax.Array
@@ -347,6 +354,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.rl.prompts_per_step={config.rl.prompts_per_step} must be divisible by "
             f"config.rl.num_minibatches={M}"
         )
+    harness.check_choice(config, "parallel.fsdp", (False, True))
+    mesh = parallel.mesh_from_config(config)
+    P = config.rl.prompts_per_step
+    parallel.check_divisible("rl.prompts_per_step x rl.group_size", P * G, mesh)
+    Gt = config.rl.train_group_size or G
+    parallel.check_divisible(
+        "rl.prompts_per_step / rl.num_minibatches x rl.train_group_size", P // M * Gt, mesh
+    )
     harness.check_int(config, "eval.num_prompts", lo=1)
     harness.check_int(config, "eval.num_samples", lo=1)
     harness.check_range(config, "eval.temperature", lo=0.0)  # 0 = greedy
@@ -421,6 +436,20 @@ class Setup(NamedTuple):
     top_p: float
     P_gen: int
     n_sft: int
+    mesh: Any = None  # jax.sharding.Mesh with a "data" axis; None: no constraints (one device)
+    fsdp: bool = False
+
+
+def rows(s: Setup, tree: Any) -> Any:
+    """Inside jit: every leaf's leading (row) axis split over ``"data"`` where it divides."""
+    return tree if s.mesh is None else parallel.shard_rows(tree, s.mesh)
+
+
+def place_params(s: Setup, tree: Any) -> Any:
+    """Inside jit: parameters (or their optimizer state) replicated, or FSDP-sharded."""
+    if s.mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, parallel.param_shardings(tree, s.mesh, s.fsdp))
 
 
 def make_rl_optimizer(config) -> optax.GradientTransformation:
@@ -496,6 +525,8 @@ def make_setup(config, backend: Any = None) -> Setup:
         top_p=float(config.rl.top_p),
         P_gen=P * (config.rl.gen_factor if spec.dynamic_sampling else 1),
         n_sft=max(1, int(round(config.sft.demo_fraction * len(task.train)))),
+        mesh=parallel.mesh_from_config(config),
+        fsdp=bool(config.parallel.fsdp),
     )
 
 
@@ -528,19 +559,20 @@ def sft_step(s: Setup, init_params: PolicyParams, carry: OptCarry, key: Array):
     """One Adam step on ``sft.batch_size`` demonstrations of the first ``n_sft`` problems."""
     key_idx, key_demo = jax.random.split(key)
     index = jax.random.randint(key_idx, (s.config.sft.batch_size,), 0, s.n_sft)
-    tokens, mask = demo_batch(s.task.train, index, key_demo)
+    tokens, mask = rows(s, demo_batch(s.task.train, index, key_demo))
     loss, grads = jax.value_and_grad(functools.partial(sft_nll, s, init_params))(
         carry.params, tokens, mask
     )
     updates, opt_state = s.sft_opt.update(grads, carry.opt_state, carry.params)
-    return OptCarry(optax.apply_updates(carry.params, updates), opt_state), loss
+    new = OptCarry(optax.apply_updates(carry.params, updates), opt_state)
+    return place_params(s, new), loss
 
 
 def run_sft(s: Setup, key: Array):
     """SFT warm start: (lm variables, f32[sft.steps] losses)."""
     key_init, key_loop = jax.random.split(key)
-    init_params = s.policy.init(key_init, s.Lp + s.R)
-    carry = OptCarry(init_params.lm, s.sft_opt.init(init_params.lm))
+    init_params = place_params(s, s.policy.init(key_init, s.Lp + s.R))
+    carry = place_params(s, OptCarry(init_params.lm, s.sft_opt.init(init_params.lm)))
     carry, sft_losses = jax.lax.scan(
         functools.partial(sft_step, s, init_params),
         carry,
@@ -554,13 +586,43 @@ def init_from_lm(s: Setup, key: Array, lm) -> TrainState:
     key_heads, key_state = jax.random.split(key)
     fresh = s.policy.init(key_heads, s.Lp + s.R)
     params = PolicyParams(lm=lm, log_z=fresh.log_z, value=fresh.value)
-    return TrainState(
+    state = TrainState(
         params=params,
         ref_lm=jax.tree.map(jnp.copy, lm),
         opt_state=s.optimizer.init(params),
         key=key_state,
         step=jnp.zeros((), jnp.int32),
     )
+    return place_state(s, state)
+
+
+def state_shardings(s: Setup, state: TrainState) -> TrainState:
+    """Placement of every leaf (arrays or shapes): the policy (LM, log Z and value heads), the
+    reference LM and the optimizer state like the policy (replicated, or FSDP with
+    ``parallel.fsdp``); key and step replicated."""
+    like_policy = functools.partial(parallel.param_shardings, mesh=s.mesh, fsdp=s.fsdp)
+    return TrainState(
+        params=like_policy(state.params),
+        ref_lm=like_policy(state.ref_lm),
+        opt_state=like_policy(state.opt_state),
+        key=parallel.replicated(s.mesh),
+        step=parallel.replicated(s.mesh),
+    )
+
+
+def place_state(s: Setup, state: TrainState) -> TrainState:
+    """Inside jit: ``state`` constrained to :func:`state_shardings`."""
+    if s.mesh is None:
+        return state
+    return jax.lax.with_sharding_constraint(state, state_shardings(s, state))
+
+
+def put_state(s: Setup, state: TrainState) -> TrainState:
+    """On the host: ``state`` moved to :func:`state_shardings` (a no-op when it is there
+    already; a restored checkpoint lands on one device)."""
+    if s.mesh is None:
+        return state
+    return jax.device_put(state, state_shardings(s, state))
 
 
 def init_state(s: Setup, key: Array) -> TrainState:
@@ -591,8 +653,8 @@ def generate(
     temperature = s.temperature if temperature is None else temperature
     top_p = s.top_p if top_p is None else top_p
     split = s.prompt_split if split is None else split
-    prompts = jnp.repeat(jnp.asarray(split.prompts)[index], num_samples, axis=0)
-    resp = s.policy.generate(lm, prompts, key, s.R, temperature, top_p)
+    prompts = rows(s, jnp.repeat(jnp.asarray(split.prompts)[index], num_samples, axis=0))
+    resp = rows(s, s.policy.generate(lm, prompts, key, s.R, temperature, top_p))
     return resp.reshape(index.shape[0], num_samples, s.R)
 
 
@@ -600,7 +662,7 @@ def score(s: Setup, index: Array, responses: Array, split=None) -> Groups:
     """Verifier scores and training rewards of responses i32[P, G, R] (first Gt kept)."""
     split = s.prompt_split if split is None else split
     Pn, Gn = responses.shape[:2]
-    flat = responses.reshape(Pn * Gn, s.R)
+    flat = rows(s, responses.reshape(Pn * Gn, s.R))
     probs = s.task.problems(split, jnp.repeat(index, Gn))
     sc = s.task.score(flat, probs).reshape(Pn, Gn)
     a = s.task.extract(flat, probs).reshape(Pn, Gn)
@@ -694,7 +756,7 @@ def prepare(s: Setup, params: PolicyParams, ref_lm, groups: Groups, valid: Array
     B = s.P * s.Gt
     prompts = jnp.asarray(s.prompt_split.prompts)[groups.prompt_index]  # [P, Lp]
     resp = groups.responses.reshape(B, s.R)
-    tokens = jnp.concatenate([jnp.repeat(prompts, s.Gt, axis=0), resp], 1)
+    tokens = rows(s, jnp.concatenate([jnp.repeat(prompts, s.Gt, axis=0), resp], 1))
     seq_valid = jnp.repeat(valid, s.Gt).astype(jnp.float32)
     mask = tasks.response_mask(resp) * seq_valid[:, None]
     old = s.policy.forward(params, tokens, s.Lp, s.temperature)
@@ -804,10 +866,11 @@ def split_minibatches(s: Setup, batch: Batch, key: Array) -> Batch:
 def minibatch_update(s: Setup, carry: OptCarry, mb: Batch) -> tuple[OptCarry, dict[str, Array]]:
     """One AdamW step of :func:`objective` on a minibatch."""
     grad_fn = jax.value_and_grad(functools.partial(objective, s), has_aux=True)
-    (_, m), grads = grad_fn(carry.params, mb)
+    (_, m), grads = grad_fn(carry.params, rows(s, mb))
     m["loss/grad_norm"] = optax.global_norm(grads)
     updates, opt_state = s.optimizer.update(grads, carry.opt_state, carry.params)
-    return OptCarry(optax.apply_updates(carry.params, updates), opt_state), m
+    new = OptCarry(optax.apply_updates(carry.params, updates), opt_state)
+    return place_params(s, new), m
 
 
 def epoch(s: Setup, batch: Batch, carry: OptCarry, key: Array):
@@ -834,13 +897,14 @@ def learn(s: Setup, state: TrainState, batch: Batch) -> tuple[TrainState, dict[s
 
 def rl_step(s: Setup, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
     """Collect, prepare, learn: one RL step."""
+    state = place_state(s, state)
     key, key_collect, key_demo = jax.random.split(state.key, 3)
     got = collect(s, state.params, key_collect)
     batch, stats = prepare(s, state.params, state.ref_lm, got.groups, got.valid, key_demo)
     state, m = learn(s, state.replace(key=key), batch)
     stats.update(m)
     stats["train/gen_batches"] = got.num_batches.astype(jnp.float32)
-    return state.replace(step=state.step + 1), stats
+    return place_state(s, state.replace(step=state.step + 1)), stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -937,6 +1001,7 @@ class Trainer(NamedTuple):
     evaluate: Callable  # params -> metrics, jitted
     objective: Callable  # (params, Batch) -> (loss, metrics)
     eval_samples: Callable  # (params, n prompts, m samples, temperature) -> EvalSamples
+    put_state: Callable  # state -> state on the mesh (host side, before rl_step)
 
 
 def build(config, backend: Any = None) -> Trainer:
@@ -965,6 +1030,7 @@ def build(config, backend: Any = None) -> Trainer:
         evaluate=jax.jit(bind(evaluate)),
         objective=bind(objective),
         eval_samples=bind(eval_samples),
+        put_state=bind(put_state),
     )
 
 
@@ -1084,7 +1150,7 @@ def timed_rl_step(trainer: Trainer, num_tokens: int, state: TrainState):
     """One jitted RL step on the host, with its wall time and throughput added to the metrics;
     raises :class:`UnfilledBatchError` on an unfilled dynamic-sampling batch."""
     t0 = time.perf_counter()
-    state, m = trainer.rl_step(state)
+    state, m = trainer.rl_step(trainer.put_state(state))
     m = jax.device_get(m)
     dt = time.perf_counter() - t0
     check_filled(trainer, m)

@@ -198,3 +198,60 @@ def check_divisible(field: str, value: int, mesh: Mesh, axis: str = DATA_AXIS) -
 def data_sharding(mesh: Mesh, axis: str = DATA_AXIS) -> NamedSharding:
     """Leading axis split over ``axis``, other mesh axes replicated."""
     return NamedSharding(mesh, PartitionSpec(axis))
+
+
+# --- Placing a trainer's state and batch on the mesh (issue 23) -------------------------------
+
+
+def fsdp_spec(shape: tuple[int, ...], size: int, axis: str = DATA_AXIS) -> PartitionSpec:
+    """FSDP layout of one array: its largest dimension divisible by ``size`` split over ``axis``
+    (the first such one on a tie), every other dimension replicated; no such dimension (scalars,
+    small vectors) -> fully replicated."""
+    candidates = [(-d, i) for i, d in enumerate(shape) if d >= size and d % size == 0]
+    if size == 1 or not candidates:
+        return PartitionSpec()
+    dim = min(candidates)[1]
+    return PartitionSpec(*(axis if i == dim else None for i in range(len(shape))))
+
+
+def fsdp_shardings(tree: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
+    """Fully sharded data parallel placement (ZeRO-3 style; Rajbhandari et al. 2020, §5) of a
+    pytree of arrays (or ``ShapeDtypeStruct``/tracers): one :class:`NamedSharding` per leaf
+    from :func:`fsdp_spec`. Under ``jax.jit`` GSPMD inserts the all-gathers before a sharded
+    parameter is used and the reduce-scatters of its gradient."""
+    size = mesh.shape[axis]
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(np.shape(x), size, axis)), tree)
+
+
+def param_shardings(tree: Any, mesh: Mesh, fsdp: bool) -> Any:
+    """:func:`fsdp_shardings` with ``fsdp``, else every leaf replicated."""
+    if fsdp:
+        return fsdp_shardings(tree, mesh)
+    return jax.tree.map(lambda _: replicated(mesh), tree)
+
+
+def shard_rows(tree: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
+    """Inside ``jax.jit``: constrains every leaf's leading axis to be split over ``axis``.
+
+    A leaf whose leading axis does not divide (a scalar, an optional small side batch) is left
+    to GSPMD; validators check the batch dimensions that matter with :func:`check_divisible`.
+    """
+    n = mesh.shape[axis]
+
+    def constrain(x):
+        if np.ndim(x) == 0 or np.shape(x)[0] % n:
+            return x
+        return jax.lax.with_sharding_constraint(x, data_sharding(mesh, axis))
+
+    return jax.tree.map(constrain, tree)
+
+
+def check_one_device(config: Any, what: str, field: str = "parallel") -> None:
+    """ConfigError unless the mesh is one device and FSDP is off (trainers not sharded yet)."""
+    sizes = mesh_shape(config, field)
+    if math.prod(sizes.values()) != 1 or _section(config, field).fsdp:
+        raise ConfigError(
+            f"config.{field}.mesh_shape={tuple(_section(config, field).mesh_shape)} "
+            f"(fsdp={_section(config, field).fsdp}): the {what} trainer runs on one device and "
+            f"is not sharded; set config.{field}.mesh_shape=(1,) and config.{field}.fsdp=False"
+        )

@@ -25,6 +25,7 @@ import optax
 
 import harness
 from flowrl.losses import default_loss_config, loss_names
+from harness import parallel
 from opera import agents as ag
 from opera import mapgrpo, retrieval, sft
 from opera import rewards as rw
@@ -89,6 +90,7 @@ def validate(config) -> None:
     harness.check_range(config, "world.alias_prob", 0.0, 1.0)
     harness.check_range(config, "world.heldout_frac", 0.0, 1.0, lo_inclusive=False,
                         hi_inclusive=False)  # fmt: skip
+    parallel.check_one_device(config, "OPERA")
 
 
 class Setup(NamedTuple):

@@ -11,6 +11,12 @@ runs :func:`harness.run_experiment` with
   from the seed, disjoint from the training stream; ListOps' held-out test pool) at the training length and at every length in
   ``eval.lengths`` (length generalisation, e.g. induction heads at 4x and 16x).
 
+Parallelism (``config.parallel``, :mod:`harness.parallel`): every gradient step's batch is split
+over the mesh axis ``"data"`` (``train.batch_size`` must divide), parameters and AdamW state are
+replicated, and ``jax.jit`` (GSPMD) inserts the gradient all-reduce. ``parallel.fsdp=True`` shards
+parameters and optimizer state over ``"data"`` too (:func:`harness.parallel.fsdp_shardings`;
+GSPMD all-gathers a parameter where it is used). On one device both are the plain loop.
+
 Config layout: see ``experiments/configs/ssm.py``. The model's vocabulary is the task's.
 """
 
@@ -23,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 import harness
+from harness import parallel
 from ssm import lm, tasks
 
 Array = jax.Array
@@ -59,6 +66,9 @@ def validate_config(config) -> None:
     for i, n in enumerate(config.eval.lengths):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise harness.ConfigError(f"config.eval.lengths[{i}]={n!r} must be a positive int")
+    harness.check_choice(config, "parallel.fsdp", (False, True))
+    mesh = parallel.mesh_from_config(config)
+    parallel.check_divisible("train.batch_size", config.train.batch_size, mesh)
 
 
 def make_task(config) -> tasks.Task:
@@ -112,38 +122,86 @@ def make_optimizer(config) -> optax.GradientTransformation:
     return optax.chain(*chain)
 
 
-def make_update(model: lm.LM, task: tasks.Task, opt, batch_size: int, steps: int):
-    """Jitted ``state -> (state, metrics)`` running ``steps`` gradient steps in a ``lax.scan``."""
+def state_shardings(state: TrainState, mesh, fsdp: bool) -> TrainState:
+    """Where each leaf of ``state`` (arrays or shapes) lives: params and optimizer state
+    replicated, or FSDP-sharded over ``"data"`` with ``fsdp``; key and step replicated."""
+    return TrainState(
+        params=parallel.param_shardings(state.params, mesh, fsdp),
+        opt_state=parallel.param_shardings(state.opt_state, mesh, fsdp),
+        key=parallel.replicated(mesh),
+        step=parallel.replicated(mesh),
+    )
+
+
+def make_init(model: lm.LM, opt, mesh=None, fsdp=False):
+    """``init(key) -> TrainState``: LM init, AdamW state, data key, step 0; placed by
+    :func:`state_shardings` on ``mesh`` (None: left where JAX puts it)."""
+
+    def init(key):
+        k_params, k_data = jax.random.split(key)
+        params = lm.init_params(model, k_params)
+        state = TrainState(params, opt.init(params), k_data, jnp.zeros((), jnp.int32))
+        if mesh is None:
+            return state
+        return jax.device_put(state, state_shardings(state, mesh, fsdp))
+
+    return init
+
+
+def make_update(
+    model: lm.LM, task: tasks.Task, opt, batch_size: int, steps: int, mesh=None, fsdp=False
+):
+    """``state -> (state, metrics)`` running ``steps`` gradient steps in one jitted ``lax.scan``.
+
+    ``mesh`` (a :class:`jax.sharding.Mesh` with a ``"data"`` axis; None = one device): each
+    step's batch [batch_size, T] is split over ``"data"`` and the state placed by
+    :func:`state_shardings` (the state passed in is moved there first, e.g. after a restore)."""
 
     def loss(params, batch):
         logits, _ = model.apply(params, batch.inputs)
         return tasks.loss_fn(logits, batch), tasks.accuracy(logits, batch)
 
+    def place(state: TrainState) -> TrainState:
+        if mesh is None:
+            return state
+        return jax.lax.with_sharding_constraint(state, state_shardings(state, mesh, fsdp))
+
     def one_step(state: TrainState, _):
         key, k_data = jax.random.split(state.key)
         batch = task.sample(k_data, batch_size)
+        if mesh is not None:
+            batch = parallel.shard_rows(batch, mesh)
         (l, acc), grads = jax.value_and_grad(loss, has_aux=True)(state.params, batch)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"train/loss": l, "train/token_acc": acc["token_acc"],
                    "train/grad_norm": optax.global_norm(grads)}  # fmt: skip
-        return TrainState(params, opt_state, key, state.step + 1), metrics
+        return place(TrainState(params, opt_state, key, state.step + 1)), metrics
 
     @jax.jit
-    def update(state: TrainState):
-        state, metrics = jax.lax.scan(one_step, state, None, length=steps)
+    def scan(state: TrainState):
+        state, metrics = jax.lax.scan(one_step, place(state), None, length=steps)
         return state, jax.tree.map(jnp.mean, metrics)
 
+    def update(state: TrainState):
+        if mesh is not None:
+            state = jax.device_put(state, state_shardings(state, mesh, fsdp))
+        return scan(state)
+
+    update.jitted = scan  # the compiled scan, for inspecting its partitioning
     return update
 
 
-def make_evaluate(model: lm.LM, task: tasks.Task, config):
-    """Host-side ``state -> metrics``: mean exact match over fixed batches at each length."""
+def make_evaluate(model: lm.LM, task: tasks.Task, config, mesh=None):
+    """Host-side ``state -> metrics``: mean exact match over fixed batches at each length
+    (each batch split over ``mesh``'s ``"data"`` axis when ``eval.batch_size`` divides)."""
     lengths = [task.seq_len, *[n for n in config.eval.lengths if n != task.seq_len]]
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)
 
     @jax.jit
     def acc_fn(params, batch):
+        if mesh is not None:
+            batch = parallel.shard_rows(batch, mesh)
         return tasks.accuracy(model.apply(params, batch.inputs)[0], batch)
 
     def evaluate(state: TrainState) -> dict[str, float]:
@@ -170,14 +228,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     model = make_model(config, task)
     opt = make_optimizer(config)
     t = config.train
-
-    def init(key):
-        k_params, k_data = jax.random.split(key)
-        params = lm.init_params(model, k_params)
-        return TrainState(params, opt.init(params), k_data, jnp.zeros((), jnp.int32))
-
-    update = make_update(model, task, opt, t.batch_size, t.steps_per_update)
-    evaluate = make_evaluate(model, task, config)
+    mesh, fsdp = parallel.mesh_from_config(config), config.parallel.fsdp
+    init = make_init(model, opt, mesh, fsdp)
+    update = make_update(model, task, opt, t.batch_size, t.steps_per_update, mesh, fsdp)
+    evaluate = make_evaluate(model, task, config, mesh)
     eval_curves = ["eval/token_acc"] + [
         f"eval/token_acc_L{n}" for n in config.eval.lengths if n != task.seq_len
     ]

@@ -40,6 +40,7 @@ from flowrl.advantages import compute_advantages, outcome_to_token_rewards
 from flowrl.losses import default_loss_config, get_loss, loss_names
 from flowrl.sampling import group_keep_mask
 from flowrl.types import AdvantageConfig, AdvantageInputs, AggMode, LossConfig, LossInputs
+from harness import parallel
 from ssm import lm
 from vla import envs, policy
 from vla.analysis import behaviour_stats, plot_trajectories, save_gif
@@ -127,6 +128,7 @@ def validate_config(config) -> None:
     harness.check_choice(config, "rl.dynamic_sampling", (True, False))
     harness.check_int(config, "train.eval_every", 0)
     harness.check_int(config, "train.checkpoint_every", 1)
+    parallel.check_one_device(config, "VLA")
 
 
 def rollout_config(config) -> RolloutConfig:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from harness import parallel
 
 
 def base() -> ml_collections.ConfigDict:
@@ -106,6 +107,9 @@ def base() -> ml_collections.ConfigDict:
             "seed": 12345,
         }
     )
+    # Mesh (all devices): prompts x samples split over "data" for generation, scoring and the
+    # update; fsdp=True also shards the policy, log Z head, reference LM and optimizer state.
+    c.parallel = parallel.default_config()
     return c
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from harness import parallel
 
 
 def base() -> ml_collections.ConfigDict:
@@ -62,6 +63,8 @@ def base() -> ml_collections.ConfigDict:
             "w_format": 0.1,
         }
     )
+    c.parallel = parallel.default_config()
+    c.parallel.mesh_shape = (1,)  # the OPERA trainer is not sharded: one device
     return c
 
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from harness import parallel
 
 
 def base() -> ml_collections.ConfigDict:
@@ -101,6 +102,10 @@ def base() -> ml_collections.ConfigDict:
     c.eval.batch_size = 64
     c.eval.num_batches = 4
     c.eval.lengths = ()  # extra task lengths to evaluate (length generalisation)
+
+    # Mesh (all devices, data parallel: train.batch_size is split over "data"); fsdp=True also
+    # shards parameters and AdamW state over "data" (harness.parallel.fsdp_shardings).
+    c.parallel = parallel.default_config()
     return c
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from harness import parallel
 
 
 def base() -> ml_collections.ConfigDict:
@@ -75,6 +76,9 @@ def base() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.eval_every = 5  # harness updates; 0 = only at the end
     c.train.checkpoint_every = 10
+
+    c.parallel = parallel.default_config()
+    c.parallel.mesh_shape = (1,)  # the VLA trainer is not sharded: one device
     return c
 
 

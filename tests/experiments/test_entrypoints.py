@@ -82,7 +82,10 @@ CLI_ERRORS = [
         [":smoke", "--config.model.layr=s4"],
         "unknown field config.model.layr (did you mean 'layer'?)",
     ),
-    ([":smoke", "--config.nope=1"], "config has: eval, model, progress, seed, task, train"),
+    (
+        [":smoke", "--config.nope=1"],
+        "config has: eval, model, parallel, progress, seed, task, train",
+    ),
     (
         [
             "",
@@ -111,7 +114,10 @@ def test_help_lists_presets_and_fields_and_exits_0():
     out = _cli("ssm", ["--config=experiments/configs/ssm.py:smoke", "--help"])
     assert out.returncode == 0, out.stderr
     assert "presets: smoke, cpu, selective_copying" in out.stdout
-    assert "top-level fields (preset smoke): eval, model, progress, seed, task, train" in out.stdout
+    assert (
+        "top-level fields (preset smoke): eval, model, parallel, progress, seed, task, train"
+        in out.stdout
+    )
 
 
 def test_cli_refuses_a_workdir_holding_another_config_before_compiling(tmp_path):
