@@ -9,6 +9,7 @@ per check that passed.
 from __future__ import annotations
 
 import sys
+import tempfile
 from typing import NamedTuple
 
 import jax
@@ -23,6 +24,7 @@ from adarl import windtunnel as wt
 from experiments.configs import adarl as adarl_configs
 from experiments.configs import rnac as rnac_configs
 from experiments.configs import windtunnel as wt_configs
+from harness import checkpoint
 
 RTOL, ATOL = 1e-4, 1e-5  # GSPMD sums gradients in another order: float32 rounding only
 
@@ -101,6 +103,7 @@ def run_sac(devices: int):
 def check_sac():
     s1, m1 = run_sac(1)
     s4, m4 = run_sac(4)
+    check_checkpoint(s4)
     assert int(np.asarray(s4.agent.num_truncations)[0]) == 1  # the SVD step ran
     assert len(s4.buffer.data.obs.sharding.device_set) == 4
     assert not s4.buffer.data.obs.sharding.is_fully_replicated  # replay split over "data"
@@ -110,6 +113,27 @@ def check_sac():
     assert_trees_close(s1, s4, "SAC state")
     assert_trees_close(m1, m4, "SAC metrics")
     print("OK sac")
+
+
+def check_checkpoint(state):
+    """A SAC state sharded on 4 devices is saved, restored onto 1 device and back (orbax)."""
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    with tempfile.TemporaryDirectory() as workdir:
+        mngr = checkpoint.manager(workdir)
+        checkpoint.save(mngr, 1, state)
+        mngr.wait_until_finished()
+        on_one = checkpoint.restore(mngr, 1, state, jax.tree.map(lambda _: one, state))
+        assert on_one.buffer.data.obs.sharding.device_set == {jax.devices()[0]}
+        assert_trees_close(state, on_one, "restored on one device")
+        checkpoint.save(mngr, 2, on_one)
+        mngr.wait_until_finished()
+        back, step = checkpoint.load_state(workdir, state, shardings=shardings)
+        mngr.close()
+    assert step == 2 and back.buffer.data.obs.sharding == state.buffer.data.obs.sharding
+    assert not back.buffer.data.obs.sharding.is_fully_replicated
+    assert_trees_close(state, back, "restored on four devices")
+    print("OK checkpoint")
 
 
 def ppo_config(devices: int, algo: str):

@@ -39,7 +39,7 @@ def test_four_devices_equal_one_device():
         [sys.executable, script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    for name in ("sac", "ppo", "windtunnel", "bad_mesh"):
+    for name in ("sac", "checkpoint", "ppo", "windtunnel", "bad_mesh"):
         assert f"OK {name}" in out.stdout
 
 
