@@ -214,6 +214,10 @@ def check_bad_mesh():
     c.ppo.num_envs, c.ppo.minibatch_size = 6, 6
     with pytest.raises(harness.ConfigError, match=r"config.ppo.num_envs=6 cannot be split"):
         rnac.validate_config(c)
+    c = wt_configs.get_config("smoke")
+    c.episodes, c.parallel.mesh_shape = 2, (4,)
+    with pytest.raises(harness.ConfigError, match=r"config.episodes=2 cannot be split"):
+        wt.validate_config(c)
     c = sac_config(8)
     with pytest.raises(harness.ConfigError, match=r"needs 8 devices; 4 exist"):
         train_lib.validate(c)
