@@ -117,3 +117,27 @@ def test_two_processes_equal_one_process(tmp_path):
     assert a.files == b.files and len(a.files) > int(a["n_sac"]) > 10
     for k in a.files:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--config.train.batch_size=30"], "config.train.batch_size=30 cannot be split over the 4"),
+        (["--config.parallel.mesh_shape=(8,)"], "needs 8 devices; 4 exist"),
+    ],
+)
+def test_cli_bad_mesh_is_one_line_before_compiling(tmp_path, flags, expected):
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        JAX_PLATFORMS="cpu",
+        JAX_LOG_COMPILES="1",
+        PYTHONPATH=ROOT,
+    )
+    cmd = [sys.executable, "-m", "experiments.adarl", "--config=experiments/configs/adarl.py:smoke"]
+    cmd += [f"--workdir={tmp_path / 'run'}", *flags]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and expected in lines[0], out.stderr[-2000:]
+    assert "Compiling" not in out.stdout + out.stderr
