@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 import harness
-from adarl import dynamics, rnac, robust_eval, tasks, wrappers
+from adarl import dynamics, rnac, robust_eval, sharding, tasks, wrappers
 from adarl import ppo as ppo_lib
 from adarl import windtunnel as wt
 from harness import checkpoint as harness_checkpoint
@@ -398,6 +398,7 @@ class Arena(NamedTuple):
     return_fn: Callable
     ball: Any
     eval_keys: jax.Array
+    mesh: Any = None  # config.parallel's mesh (coevolve_mesh), shared by training and attacks
 
 
 def validate_config(config: Any) -> None:
@@ -411,6 +412,15 @@ def validate_config(config: Any) -> None:
     harness.check_int(config, "bank.capacity", lo=1)
     harness.check_range(config, "sampler.p_adv", lo=0.0, hi=1.0)
     prefixed(wt.validate_config, config.windtunnel, "windtunnel")
+    coevolve_mesh(config)
+
+
+def coevolve_mesh(config: Any):
+    """One mesh (``config.parallel``) for PPO/RNAC training and wind-tunnel attacks, with the
+    divisibility both need (:func:`adarl.rnac.ppo_mesh`, :func:`adarl.windtunnel.windtunnel_mesh`)."""
+    fields = {f"train.ppo.{f}": config.train.ppo[f] for f in ("num_envs", "minibatch_size")}
+    fields["windtunnel.episodes"] = config.windtunnel.episodes
+    return sharding.trainer_mesh(config, fields, "co-evolution (adarl.coevolve)")
 
 
 def prefixed(validate: Callable[[Any], None], sub_config: Any, path: str) -> None:
@@ -432,7 +442,8 @@ def make_arena(config: Any) -> tuple[Arena, ppo_lib.PPOFns]:
     ppo_cfg.num_updates = total  # one learning-rate schedule over pre-training and all rounds
     task = tasks.make_task(tc)
     uset = rnac.get_uncertainty(tc.algo, tc.rnac)
-    fns = ppo_lib.make_ppo(ppo_cfg, task.train_env, uset)
+    mesh = coevolve_mesh(config)
+    fns = ppo_lib.make_ppo(ppo_cfg, task.train_env, uset, mesh)
     full_return = robust_eval.make_return_fn(
         task.eval_env, task.spec, fns.apply, robust_eval.num_steps(tc)
     )
@@ -448,6 +459,7 @@ def make_arena(config: Any) -> tuple[Arena, ppo_lib.PPOFns]:
         return_fn=wt.subspace_return_fn(full_return, task.spec, space.names),
         ball=wt.make_ball(wc.ball, space, wc.radius),
         eval_keys=jax.random.split(jax.random.PRNGKey(wc.eval_seed), wc.episodes),
+        mesh=mesh,
     )
     return arena, fns
 
@@ -465,6 +477,7 @@ def attack(arena: Arena, state: Any, bank: FailureBank) -> Attack:
         arena.return_fn, arena.ball, jax.random.PRNGKey(wc.seed), aux=policy_params(state),
         searchers=tuple(wc.searchers), episodes=wc.episodes, eval_seed=wc.eval_seed,
         cvar_alpha=wc.cvar_alpha, searcher_kwargs={n: dict(wc[n]) for n in wc.searchers},
+        mesh=arena.mesh,
     )[0]  # fmt: skip
     cases = wt.failure_cases(
         res, arena.ball, names,
@@ -513,7 +526,7 @@ def train_round(arena: Arena, state: Any, bank: FailureBank, key: jax.Array) -> 
         env.env, sampler=sampler, episode_length=env.episode_length,
         action_repeat=env.action_repeat,
     )  # fmt: skip
-    upd = jax.jit(ppo_lib.make_ppo(arena.ppo_cfg, env_r, arena.uset).update)
+    upd = jax.jit(ppo_lib.make_ppo(arena.ppo_cfg, env_r, arena.uset, arena.mesh).update)
     state = state.replace(key=key)
     for _ in range(cfg.round_updates):
         state, _ = upd(state)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adarl import acting, running_stats
+from adarl import acting, running_stats, sharding
 from adarl.running_stats import RunningStats
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -325,6 +325,7 @@ class Setup(NamedTuple):
     n_steps: int
     n_minibatches: int
     obs_size: int
+    mesh: Any = None  # jax.sharding.Mesh: envs and minibatches split over "data" (adarl.sharding)
 
 
 def make_tx(ppo: Any, total_grad_steps: int) -> optax.GradientTransformation:
@@ -335,7 +336,9 @@ def make_tx(ppo: Any, total_grad_steps: int) -> optax.GradientTransformation:
     )
 
 
-def make_setup(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL) -> Setup:
+def make_setup(
+    ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL, mesh: Any = None
+) -> Setup:
     validate_ppo_config(ppo)
     n_envs, n_steps = ppo.num_envs, ppo.num_steps
     n_minibatches = n_envs * n_steps // ppo.minibatch_size
@@ -353,6 +356,7 @@ def make_setup(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL) -> Set
         n_steps=n_steps,
         n_minibatches=n_minibatches,
         obs_size=int(env.observation_size),
+        mesh=mesh,
     )
 
 
@@ -367,6 +371,7 @@ def init(s: Setup, key: jax.Array) -> PPOState:
     critic_params = s.critic.init(k_critic, dummy)
     env_state = s.env.reset(jax.random.split(k_env, s.n_envs))
     returns = acting.returns_init(s.n_envs)
+    env_state = sharding.data(s.mesh, env_state, s.n_envs)
     return PPOState(
         actor_params=actor_params,
         critic_params=critic_params,
@@ -398,6 +403,7 @@ class RolloutCarry(NamedTuple):
 def rollout_step(s: Setup, state: PPOState, carry: RolloutCarry, _=None):
     """One env step with the current policy; returns (carry, (Rollout row, discounted return))."""
     key, k_act, k_step = jax.random.split(carry.key, 3)
+    carry = carry._replace(env_state=sharding.data(s.mesh, carry.env_state, s.n_envs))
     obs = carry.env_state.obs
     value_fn = functools.partial(critic_value, s, state)
     mean, log_std = s.actor.apply(state.actor_params, norm_obs(s, state.obs_stats, obs))
@@ -486,7 +492,7 @@ class Batch(NamedTuple):
 
 def minibatch_step(s: Setup, batch: Batch, learner: Learner, idx: jax.Array):
     """One Adam step of actor and critic on the rows ``idx`` of ``batch``."""
-    mb = jax.tree.map(lambda x: x[idx], batch.data)
+    mb = sharding.data(s.mesh, jax.tree.map(lambda x: x[idx], batch.data))
     obs = norm_obs(s, batch.obs_stats, mb.obs)
 
     def actor_obj(p):
@@ -525,7 +531,8 @@ def make_batch(s: Setup, state: PPOState, traj: Rollout, penalty: jax.Array) -> 
     adv = advantages.reshape(-1)
     if s.ppo.normalize_advantages:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    return Batch(flat, adv, targets.reshape(-1), state.obs_stats)
+    flat, adv, targets = sharding.data(s.mesh, (flat, adv, targets.reshape(-1)))
+    return Batch(flat, adv, targets, state.obs_stats)
 
 
 def update(s: Setup, state: PPOState) -> tuple[PPOState, dict[str, jax.Array]]:
@@ -543,6 +550,7 @@ def update(s: Setup, state: PPOState) -> tuple[PPOState, dict[str, jax.Array]]:
     learner, loss_metrics = jax.lax.scan(
         functools.partial(epoch, s, batch), learner, jax.random.split(k_perm, s.ppo.epochs)
     )
+    learner = sharding.replicated(s.mesh, learner)
     state = state.replace(
         actor_params=learner.actor_params,
         critic_params=learner.critic_params,
@@ -570,7 +578,7 @@ def policy(s: Setup, state: PPOState) -> Callable[[jax.Array], jax.Array]:
     return functools.partial(policy_apply, s, (state.actor_params, state.obs_stats))
 
 
-def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL) -> PPOFns:
+def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL, mesh: Any = None) -> PPOFns:
     """Builds PPO's pure ``init``/``update`` functions for a batched environment.
 
     Args:
@@ -579,8 +587,10 @@ def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL) -> PPOFn
         ``step(state, actions (N, A))``, ``observation_size``, ``action_size``; its state has
         ``obs`` (N, O), ``reward`` (N,), ``done`` (N,).
       uncertainty: the RNAC uncertainty set (nominal: plain PPO).
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`adarl.sharding.trainer_mesh`): envs,
+        rollouts and minibatches split over its ``"data"`` axis, parameters replicated.
     """
-    s = make_setup(ppo, env, uncertainty)
+    s = make_setup(ppo, env, uncertainty, mesh)
     bind = functools.partial
     return PPOFns(
         init=bind(init, s),
@@ -593,12 +603,12 @@ def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL) -> PPOFn
     )
 
 
-def make_train_fn(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL):
+def make_train_fn(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL, mesh: Any = None):
     """``train(key) -> (final PPOState, metrics stacked over updates)``: the whole run, jittable.
 
     ``jax.vmap(train)(keys)`` trains several seeds at once (STYLE.md convention 2).
     """
-    fns = make_ppo(ppo, env, uncertainty)
+    fns = make_ppo(ppo, env, uncertainty, mesh)
 
     def train(key: jax.Array):
         return jax.lax.scan(lambda s, _: fns.update(s), fns.init(key), None, length=ppo.num_updates)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 import harness
-from adarl import acting, checkpoints, robust_eval, tasks
+from adarl import acting, checkpoints, robust_eval, sharding, tasks
 from adarl import ppo as ppo_lib
 
 # ---------------------------------------------------------------------------------------------
@@ -215,13 +215,22 @@ def validate_config(config: Any) -> None:
     harness.check_int(config, "env.episode_length", lo=1)
     harness.check_int(config, "env.action_repeat", lo=1)
     ppo_lib.validate_ppo_config(config.ppo)
+    ppo_mesh(config)
+
+
+def ppo_mesh(config: Any):
+    """The mesh of ``config.parallel`` (None without one) after its checks: parallel envs and
+    minibatches split over ``"data"`` (both must divide), parameters replicated, no FSDP."""
+    divisible = {f"ppo.{f}": config.ppo[f] for f in ("num_envs", "minibatch_size")}
+    return sharding.trainer_mesh(config, divisible, "PPO/RNAC (adarl.ppo)")
 
 
 def make_train(config: Any):
     """``train(key) -> (PPOState, metrics over updates)`` for ``config.algo`` (pure, vmappable)."""
     validate_config(config)
     train_env, _, _ = make_task(config)
-    return ppo_lib.make_train_fn(config.ppo, train_env, get_uncertainty(config.algo, config.rnac))
+    uset = get_uncertainty(config.algo, config.rnac)
+    return ppo_lib.make_train_fn(config.ppo, train_env, uset, ppo_mesh(config))
 
 
 def _nominal_returns(eval_env, spec, policy_fn, key, episodes: int, episode_length: int):
@@ -235,7 +244,8 @@ def _nominal_returns(eval_env, spec, policy_fn, key, episodes: int, episode_leng
 def make_fns(config: Any):
     """(PPOFns, seeded ``init(key)`` vmapped over ``config.num_seeds``, eval env, spec)."""
     train_env, eval_env, spec = make_task(config)
-    fns = ppo_lib.make_ppo(config.ppo, train_env, get_uncertainty(config.algo, config.rnac))
+    uset = get_uncertainty(config.algo, config.rnac)
+    fns = ppo_lib.make_ppo(config.ppo, train_env, uset, ppo_mesh(config))
     num_seeds = config.num_seeds
 
     def init(key):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import harness
-from adarl import loaders, robust_eval, safety, shield, tasks
+from adarl import loaders, robust_eval, safety, sharding, shield, tasks
 from adarl import windtunnel as wt
 
 SHIELD_FILE = "shield.json"
@@ -39,6 +39,8 @@ def validate_config(config: Any) -> None:
     harness.check_int(config, "every", lo=0)
     harness.check_range(config, "tau", lo=0.0, hi=1.0)
     harness.check_range(config, "ball_radius", lo=0.0)
+    # The shielded rollouts are not sharded yet: only the section and the mesh are checked.
+    sharding.trainer_mesh(config, {}, "the shield evaluation (adarl.shield_eval)")
 
 
 def conditions(workdir: str, spec: Any, config: Any, run_config: Any, num_seeds: int):

@@ -62,6 +62,7 @@ from adarl import (
 from adarl import dynamics as dynamics_lib
 from adarl import envs as envs_lib
 from adarl import evaluate as evaluate_lib
+from adarl import sharding as sharding_lib
 from adarl.types import AgentState, ReplayState, TrainState, Transition
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +154,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.train.num_envs > config.train.replay_size:
         raise harness.ConfigError("config.train.num_envs must be <= config.train.replay_size")
+    train_mesh(config)
+
+
+def train_mesh(config: ml_collections.ConfigDict):
+    """The mesh of ``config.parallel`` (None without one): envs, the replay buffer and sampled
+    batches split over ``"data"`` (so each must divide), parameters replicated, no FSDP."""
+    divisible = {f"train.{f}": config.train[f] for f in ("num_envs", "replay_size", "batch_size")}
+    return sharding_lib.trainer_mesh(config, divisible, "SAC/AdaRL (adarl.train)")
 
 
 def _validate_sac(config: ml_collections.ConfigDict) -> None:
@@ -326,6 +335,7 @@ class Setup(NamedTuple):
     max_truncations: int
     num_eval: int
     eval_steps: int
+    mesh: Any = None  # jax.sharding.Mesh of config.parallel (None: unsharded, adarl.sharding)
 
 
 def make_setup(config: ml_collections.ConfigDict, envs: EnvBundle) -> Setup:
@@ -375,6 +385,7 @@ def make_setup(config: ml_collections.ConfigDict, envs: EnvBundle) -> Setup:
         max_truncations=int(lc.max_truncations),
         num_eval=int(config.eval.num_episodes),
         eval_steps=math.ceil(config.env.episode_length / config.env.action_repeat),
+        mesh=train_mesh(config),
     )
 
 
@@ -551,7 +562,7 @@ def alpha_update(s: Setup, agent: AgentState, entropy: jax.Array):
 def sgd_step(s: Setup, agent: AgentState, buffer: ReplayState, key: jax.Array):
     """One gradient step of critics, actor, temperature and Polyak targets."""
     k_batch, k_critic, k_actor = jax.random.split(key, 3)
-    batch = buffers.sample(buffer, k_batch, s.batch_size)
+    batch = sharding_lib.data(s.mesh, buffers.sample(buffer, k_batch, s.batch_size))
     batch = batch._replace(
         obs=normalize_obs(s, agent.normalizer, batch.obs),
         next_obs=normalize_obs(s, agent.normalizer, batch.next_obs),
@@ -579,8 +590,19 @@ def sgd_step(s: Setup, agent: AgentState, buffer: ReplayState, key: jax.Array):
     return agent, {**c_metrics, **a_metrics, "alpha": alpha, "lr": lr}
 
 
+def shard_state(s: Setup, carry: TrainState) -> TrainState:
+    """Envs and the replay buffer split over the mesh's ``"data"`` axis, the agent replicated
+    (identity without a multi-device mesh; GSPMD partitions the step around these)."""
+    return carry.replace(
+        agent=sharding_lib.replicated(s.mesh, carry.agent),
+        buffer=carry.buffer._replace(data=sharding_lib.data(s.mesh, carry.buffer.data)),
+        env_state=sharding_lib.data(s.mesh, carry.env_state, s.num_envs),
+        episode_return=sharding_lib.data(s.mesh, carry.episode_return),
+    )
+
+
 def training_step(s: Setup, carry: TrainState, _=None):
-    carry = env_step(s, carry, random_actions=False)
+    carry = env_step(s, shard_state(s, carry), random_actions=False)
     key, k_sgd = jax.random.split(carry.key)
     agent, metrics = jax.lax.scan(
         lambda a, k: sgd_step(s, a, carry.buffer, k),
@@ -694,9 +716,12 @@ def fill(s: Setup, carry: TrainState, random_actions: bool) -> TrainState:
     n_prefill = math.ceil(s.prefill_steps / s.num_envs)
     if n_prefill:
         carry = jax.lax.fori_loop(
-            0, n_prefill, lambda _, c: env_step(s, c, random_actions=random_actions), carry
+            0,
+            n_prefill,
+            lambda _, c: env_step(s, shard_state(s, c), random_actions=random_actions),
+            carry,
         )
-    return carry
+    return shard_state(s, carry)
 
 
 def init(s: Setup, key: jax.Array) -> TrainState:
@@ -723,7 +748,7 @@ def update(s: Setup, carry: TrainState) -> tuple[TrainState, dict[str, jax.Array
             "train/truncations": agent.num_truncations.astype(jnp.float32),
         }
     )
-    return carry.replace(agent=agent), metrics
+    return shard_state(s, carry.replace(agent=agent)), metrics
 
 
 def evaluate(s: Setup, agent: AgentState, key: jax.Array, params=None) -> jax.Array:

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import harness
-from adarl import loaders, robust_eval, tasks
+from adarl import loaders, robust_eval, sharding, tasks
 
 ReturnFn = Callable[[jax.Array, jax.Array], jax.Array]  # (theta (n, d), keys (n, 2)) -> (n,)
 
@@ -217,11 +217,12 @@ def make_ball(name: str, space: Space, radius: float, atoms: Any = None) -> Ball
 # ---------------------------------------------------------------------------------------------
 
 
-def make_objective(return_fn: ReturnFn, ball: Ball, keys: jax.Array):
+def make_objective(return_fn: ReturnFn, ball: Ball, keys: jax.Array, mesh: Any = None):
     """``f(X f32 (P, D)) -> f32 (P,)``: mean return over the m particles and E episode keys.
 
     The same ``keys`` (E, 2) are used for every candidate (common random numbers), so the
-    objective is a deterministic function of ``x``.
+    objective is a deterministic function of ``x``. ``mesh``: the P·m·E candidate dynamics are
+    split over its ``"data"`` axis (:mod:`adarl.sharding`; E must divide over it).
     """
     m, d = ball.atoms.shape
     e = keys.shape[0]
@@ -231,6 +232,7 @@ def make_objective(return_fn: ReturnFn, ball: Ball, keys: jax.Array):
         theta = jax.vmap(ball.to_params)(xs)  # (P, m, d)
         theta = jnp.broadcast_to(theta[:, :, None], (p, m, e, d)).reshape(-1, d)
         k = jnp.broadcast_to(keys[None, None], (p, m, e, 2)).reshape(-1, 2)
+        theta, k = sharding.data(mesh, (theta, k))
         return return_fn(theta, k).reshape(p, m * e).mean(axis=1)
 
     return objective
@@ -374,11 +376,12 @@ def cvar(returns: Any, alpha: float) -> float:
     return float(r[:k].mean())
 
 
-def _trace(return_fn, ball, key, aux, init_points, *, names, kwargs, episodes, eval_seed):
+def _trace(return_fn, ball, key, aux, init_points, *, names, kwargs, episodes, eval_seed,
+           mesh=None):  # fmt: skip
     """All candidates of all searchers: (x (T, D), returns (T,), searcher i32 (T,)); pure."""
     eval_keys = jax.random.split(jax.random.PRNGKey(eval_seed), episodes)
     fn = return_fn if aux is None else (lambda theta, keys: return_fn(theta, keys, aux))
-    objective = make_objective(fn, ball, eval_keys)
+    objective = make_objective(fn, ball, eval_keys, mesh)
     fixed = [jnp.zeros((1, ball.dim))]
     if init_points is not None:
         fixed.append(jax.vmap(ball.project)(jnp.asarray(init_points, jnp.float32)))
@@ -427,6 +430,7 @@ def search(
     cvar_alpha: float = 0.1,
     init_points: jax.Array | None = None,
     searcher_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    mesh: Any = None,
 ) -> Result | list[Result]:
     """Runs the named searchers on ``ball`` (one jitted program) and collects the results.
 
@@ -445,12 +449,15 @@ def search(
       init_points: optional f32 (k, D) extra candidates (e.g. the worst point of a smaller ball),
         projected and evaluated first; (S, k, D) with ``aux``.
       searcher_kwargs: per-searcher keyword arguments.
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`windtunnel_mesh`): candidate dynamics
+        split over its ``"data"`` axis; ``episodes`` must divide over it.
     """
     names = check_searchers(searchers)
     kwargs = dict(searcher_kwargs or {})
     fn = _compiled(
-        return_fn, ball, names, kwargs, episodes, eval_seed, aux is None, init_points is None
-    )
+        return_fn, ball, names, kwargs, episodes, eval_seed, aux is None, init_points is None,
+        mesh,
+    )  # fmt: skip
     if aux is None:
         x, r, s = fn(key, None, init_points)
         return _result(ball, names, x, r, s, cvar_alpha)
@@ -464,13 +471,13 @@ def search(
 _CACHE: dict[tuple, tuple[Any, Any, Callable]] = {}
 
 
-def _compiled(return_fn, ball, names, kwargs, episodes, eval_seed, single, no_init):
+def _compiled(return_fn, ball, names, kwargs, episodes, eval_seed, single, no_init, mesh=None):
     key = (id(return_fn), id(ball), names, repr(sorted(kwargs.items())), episodes, eval_seed,
-           single, no_init)  # fmt: skip
+           single, no_init, mesh)  # fmt: skip
     if key not in _CACHE:
         run = functools.partial(
             _trace, return_fn, ball, names=names, kwargs=kwargs, episodes=episodes,
-            eval_seed=eval_seed,
+            eval_seed=eval_seed, mesh=mesh,
         )  # fmt: skip
         if single:
             fn = jax.jit(run)
@@ -622,6 +629,13 @@ def validate_config(config: Any) -> None:
     harness.check_int(config, "episodes", lo=1)
     harness.check_range(config, "failure_fraction", lo=0.0, hi=1.0)
     harness.check_range(config, "cvar_alpha", lo=0.0, hi=1.0, lo_inclusive=False)
+    windtunnel_mesh(config)
+
+
+def windtunnel_mesh(config: Any):
+    """The mesh of ``config.parallel`` (None without one) after its checks: every candidate's
+    ``episodes`` evaluations split over ``"data"`` (so ``episodes`` must divide), no FSDP."""
+    return sharding.trainer_mesh(config, {"episodes": config.episodes}, "the wind tunnel")
 
 
 def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
@@ -703,6 +717,7 @@ def search_report(
         cvar_alpha=config.cvar_alpha,
         searcher_kwargs={n: dict(config[n]) for n in config.searchers},
         progress=functools.partial(print, flush=True),
+        mesh=windtunnel_mesh(config),
     )
     per_seed = []
     for s in range(run.num_seeds):

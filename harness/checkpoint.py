@@ -52,10 +52,20 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
     mngr.save(step, args=ocp.args.StandardSave(state))
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, like: Any) -> Any:
-    """Restores ``step`` shaped like ``like`` (arrays or abstract values) onto the default device."""
-    restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract(like)))
-    return jax.tree.map(jnp.asarray, restored)
+def restore(mngr: ocp.CheckpointManager, step: int, like: Any, shardings: Any = None) -> Any:
+    """Restores ``step`` shaped like ``like`` (arrays or abstract values) onto the default device,
+    or placed by ``shardings`` (a tree of :class:`jax.sharding.Sharding` like ``like``, e.g.
+    ``jax.tree.map(lambda x: x.sharding, state)``; each process reads only its shards). The
+    checkpoint may come from any other mesh: orbax reshards on read."""
+    if shardings is None:
+        restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract(like)))
+        return jax.tree.map(jnp.asarray, restored)
+    target = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sh),
+        like,
+        shardings,
+    )
+    return mngr.restore(step, args=ocp.args.StandardRestore(target))
 
 
 def _steps_on_disk(workdir: str) -> list[int]:
@@ -66,7 +76,9 @@ def _steps_on_disk(workdir: str) -> list[int]:
     return sorted((int(d) for d in os.listdir(root) if d.isdigit()), reverse=True)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, workdir: str, like: Any) -> tuple[Any, int]:
+def restore_latest(
+    mngr: ocp.CheckpointManager, workdir: str, like: Any, shardings: Any = None
+) -> tuple[Any, int]:
     """The newest readable checkpoint and its step; ``(None, 0)`` when there is none at all.
 
     Unreadable ones (empty, truncated, another state's structure) are skipped with a warning
@@ -77,7 +89,7 @@ def restore_latest(mngr: ocp.CheckpointManager, workdir: str, like: Any) -> tupl
     for step in steps:
         path = os.path.join(checkpoint_dir(workdir), str(step))
         try:
-            state = restore(mngr, step, like)
+            state = restore(mngr, step, like, shardings)
         except Exception as err:  # orbax/tensorstore raise many types for a damaged directory
             bad.append(path)
             reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
@@ -96,14 +108,17 @@ def restore_latest(mngr: ocp.CheckpointManager, workdir: str, like: Any) -> tupl
     return None, 0
 
 
-def load_state(workdir: str, like: Any, step: int | None = None) -> tuple[Any, int]:
-    """Restores the newest readable (or the given) checkpoint shaped like ``like``; returns it
-    and its step. Raises :class:`CheckpointError` when there is none."""
+def load_state(
+    workdir: str, like: Any, step: int | None = None, shardings: Any = None
+) -> tuple[Any, int]:
+    """Restores the newest readable (or the given) checkpoint shaped like ``like`` (placed by
+    ``shardings``, see :func:`restore`); returns it and its step. Raises
+    :class:`CheckpointError` when there is none."""
     mngr = manager(workdir)
     try:
         if step is not None:
-            return restore(mngr, step, like), step
-        state, found = restore_latest(mngr, workdir, like)
+            return restore(mngr, step, like, shardings), step
+        state, found = restore_latest(mngr, workdir, like, shardings)
         if state is None:
             raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)}")
         return state, found

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from harness import parallel
 
 
 def base() -> ml_collections.ConfigDict:
@@ -104,6 +105,8 @@ def base() -> ml_collections.ConfigDict:
     c.eval.grid_scales = (0.5, 0.75, 1.0, 1.25, 1.5)  # multipliers of the nominal value
     c.eval.grid_values = ml_collections.ConfigDict()  # name -> absolute values (nominal-0 params)
     c.eval.grid_episodes = 4  # episodes per grid point
+    # Devices: envs, replay and sampled batches split over 'data'; parameters replicated.
+    c.parallel = parallel.default_config()  # mesh, processes (issue 23)
     return c
 
 

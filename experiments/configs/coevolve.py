@@ -11,6 +11,7 @@ import ml_collections
 import harness
 from experiments.configs import rnac as rnac_configs
 from experiments.configs import windtunnel as wt_configs
+from harness import parallel
 
 
 def _base(train: ml_collections.ConfigDict, attack: ml_collections.ConfigDict):
@@ -34,6 +35,10 @@ def _base(train: ml_collections.ConfigDict, attack: ml_collections.ConfigDict):
     c.sampler = ml_collections.ConfigDict()
     c.sampler.p_adv = 0.5  # share of training episodes under failure-bank dynamics
     c.sampler.jitter = 0.02  # Gaussian jitter (scaled units) around bank points
+    # One mesh for training and attacks (the sub-configs' own sections are dropped so that a
+    # --config.train.parallel override cannot be silently ignored).
+    del train.parallel, attack.parallel
+    c.parallel = parallel.default_config()  # mesh, processes (issue 23)
     return c
 
 

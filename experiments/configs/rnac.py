@@ -20,6 +20,7 @@ import ml_collections
 
 import harness
 from experiments.configs import adarl as adarl_configs
+from harness import parallel
 
 
 def base() -> ml_collections.ConfigDict:
@@ -74,6 +75,8 @@ def base() -> ml_collections.ConfigDict:
     c.eval.grid_params = ()  # robustness grid (read by experiments/windtunnel.py)
     c.eval.grid_scales = (0.5, 0.75, 1.0, 1.25, 1.5)
     c.eval.grid_episodes = 4
+    # Devices: parallel envs and minibatches split over 'data'; parameters replicated.
+    c.parallel = parallel.default_config()  # mesh, processes (issue 23)
     return c
 
 

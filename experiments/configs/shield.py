@@ -12,6 +12,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from harness import parallel
 
 
 def base() -> ml_collections.ConfigDict:
@@ -32,6 +33,8 @@ def base() -> ml_collections.ConfigDict:
     c.ball_radius = 0.3  # box ball (scaled units) sampled for critic data
     c.grid_params = ()  # () = the run's eval.grid_params, else the first two spec parameters
     c.grid_scales = (0.5, 1.5)  # multipliers of the nominal value
+    # Devices: checked (mesh, no FSDP); the shielded rollouts run replicated for now.
+    c.parallel = parallel.default_config()  # mesh, processes (issue 23)
     return c
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from harness import parallel
 
 
 def base() -> ml_collections.ConfigDict:
@@ -43,6 +44,8 @@ def base() -> ml_collections.ConfigDict:
     c.grad.restarts = 2
     c.grad.steps = 8
     c.grad.lr = 0.2
+    # Devices: candidate dynamics (candidates x atoms x episodes) split over 'data'.
+    c.parallel = parallel.default_config()  # mesh, processes (issue 23)
     return c
 
 
