@@ -161,3 +161,37 @@ def test_paper_preset_traces_init_update_eval(name, preset_fns):
     returns = jax.eval_shape(seeded.evaluate, state.agent, jax.random.PRNGKey(1))
     assert returns.shape == (config.num_seeds, config.eval.num_episodes)
     assert "rank/actor_0" in metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# cpu_robust and its arms (config only: nothing is built)
+# ---------------------------------------------------------------------------------------------
+
+ROBUST_ARMS = {
+    "cpu_robust": ("adarl", True, 64),
+    "cpu_robust_sac": ("sac", False, 64),
+    "cpu_robust_sac_factorised": ("sac_factorised", True, 64),
+    "cpu_robust_rank3": ("sac_factorised", True, 3),
+    "cpu_robust_rank8": ("sac_factorised", True, 8),
+}
+
+
+def test_cpu_robust_arms_differ_only_in_the_upper_level():
+    """Every arm validates; AdaRL truncates 9 times, each followed by >= 10k gradient steps;
+    the arms share everything but algo, dense/factorised and the (fixed) rank."""
+    resolved = {n: train_lib.resolve_config(configs.get_config(n)) for n in ROBUST_ARMS}
+    for name, (algo, low_rank, rank) in ROBUST_ARMS.items():
+        c = resolved[name]
+        train_lib.validate(c)
+        assert (c.algo, c.network.low_rank, c.lowrank.init_rank) == (algo, low_rank, rank)
+        assert c.num_seeds == 5 and c.env.name == "CartpoleSwingup" and c.env.action_repeat == 8
+        assert c.sac.lr_schedule == "constant"
+    c = resolved["cpu_robust"]
+    total = c.train.num_updates * c.train.steps_per_update * c.train.grad_updates_per_step
+    assert total == 100_000 and total // c.lowrank.interval - 1 == 9
+    assert "gear:slide" in c.dynamics.params and min(c.eval.grid_scales) == 0.25
+    assert max(c.eval.grid_scales) == 4.0 and c.sac.warmup_steps > 0
+    shared = {"env", "dynamics", "train", "eval"}
+    for name in ROBUST_ARMS:
+        for section in shared:
+            assert resolved[name][section].to_dict() == c[section].to_dict(), (name, section)
