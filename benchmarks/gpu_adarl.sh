@@ -13,7 +13,10 @@
 #
 # Knobs (environment): PYTHON (python3), SMOKE_PRESET (gpu_smoke), PAPER_PRESET (hopper),
 # PAPER_UPDATES (6), SMOKE_LIMIT_S (300), PAPER_LIMIT_S (180), EXTRA (overrides added to both
-# commands, e.g. tiny shapes for a CPU dry run; see tests/test_gpu_cmds.py).
+# commands). CPU dry run of the script itself (about 15 min on 2 shared cores, all compile):
+#   OUT=/tmp/gpu_dry PYTHONPATH=$PWD SMOKE_PRESET=smoke PAPER_PRESET=smoke SMOKE_LIMIT_S=500 \
+#     PAPER_LIMIT_S=500 EXTRA="--config.train.num_updates=3 --config.eval.grid_scales=(1.0,)" \
+#     bash gpu_cmds.sh
 set -u
 : "${OUT:?set OUT to the output directory}"
 PY=${PYTHON:-python3}

@@ -67,21 +67,24 @@ def _fns(config):
     return train_lib.make_train_fns(config, probe_envs())
 
 
-def _ckpt_bytes(workdir: str) -> int:
-    root = os.path.join(workdir, "checkpoints")
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+def _saved_leaves(workdir: str, step: int) -> list[str]:
+    """The array paths orbax saved at ``step`` (its tree metadata; None leaves are not arrays)."""
+    path = os.path.join(workdir, "checkpoints", str(step), "default", "_METADATA")
+    tree = json.load(open(path))["tree_metadata"]
+    return [k for k, v in tree.items() if v["value_metadata"].get("value_type") != "None"]
 
 
 def test_resume_without_replay_refills_it_with_the_policy(tmp_path, probe_seeded):
-    """Default checkpoints hold no replay (one is smaller than the replay alone); a resumed run
-    refills ``prefill_steps`` transitions with its policy, then finishes every update.
+    """Default checkpoints hold no replay array; a resumed run refills ``prefill_steps``
+    transitions, then finishes every update.
     Kills: the buffer saved anyway; the refill skipped (env steps would not grow by 64)."""
     config, fns, _ = probe_seeded
     part = str(tmp_path / "part")
     s_int = train_lib.train_and_evaluate(config, part, fns=fns, stop_after=2, progress=False)
     assert s_int["interrupted"]
-    replay = train_lib.check_memory(train_lib.resolve_config(config), fns, verbose=False).replay
-    assert 0 < _ckpt_bytes(part) < replay / 2
+    saved = _saved_leaves(part, 2)
+    assert any(k.startswith("('agent',") for k in saved)
+    assert not any(k.startswith("('buffer',") for k in saved), saved
     s_res = train_lib.train_and_evaluate(config, part, fns=fns, progress=False)
     assert s_res["resumed_from"] == 2
     rows = [json.loads(line) for line in open(os.path.join(part, "metrics.jsonl"))]
@@ -95,6 +98,23 @@ def test_resume_without_replay_refills_it_with_the_policy(tmp_path, probe_seeded
     assert tp["grad_steps_per_s"] == pytest.approx(
         2 * t.steps_per_update * t.grad_updates_per_step / tp["median_update_s"]
     )
+
+
+def test_refill_acts_with_the_policy_and_prefill_uniformly(probe_seeded):
+    """An actor pinned at tanh(5) ~ 1 fills the resumed replay with actions near 1; the fresh
+    prefill draws them uniformly from [-1, 1]. Kills: the refill done with random actions."""
+    config, _, seeded = probe_seeded
+    state = seeded.start(jax.random.PRNGKey(0))
+    out = state.agent.actor_params["params"]["mlp"]["output"]
+    pinned = {"kernel": out["kernel"] * 0, "bias": out["bias"].at[:, 0].set(5.0).at[:, 1].set(-9)}
+    params = {"params": {**state.agent.actor_params["params"]}}
+    params["params"]["mlp"] = {**params["params"]["mlp"], "output": pinned}
+    state = state.replace(agent=state.agent.replace(actor_params=params))
+    n = config.train.prefill_steps
+    refilled = np.asarray(seeded.refill(state).buffer.data.action)[:, :n]
+    prefilled = np.asarray(seeded.prefill(state).buffer.data.action)[:, :n]
+    assert refilled.min() > 0.99
+    assert abs(prefilled.mean()) < 0.2 and prefilled.min() < -0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,3 +181,37 @@ def test_paper_preset_traces_init_update_eval(name, preset_fns):
     returns = jax.eval_shape(seeded.evaluate, state.agent, jax.random.PRNGKey(1))
     assert returns.shape == (config.num_seeds, config.eval.num_episodes)
     assert "rank/actor_0" in metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# cpu_robust and its arms (config only: nothing is built)
+# ---------------------------------------------------------------------------------------------
+
+ROBUST_ARMS = {
+    "cpu_robust": ("adarl", True, 64),
+    "cpu_robust_sac": ("sac", False, 64),
+    "cpu_robust_sac_factorised": ("sac_factorised", True, 64),
+    "cpu_robust_rank3": ("sac_factorised", True, 3),
+    "cpu_robust_rank8": ("sac_factorised", True, 8),
+}
+
+
+def test_cpu_robust_arms_differ_only_in_the_upper_level():
+    """Every arm validates; AdaRL truncates 9 times, each followed by >= 10k gradient steps;
+    the arms share everything but algo, dense/factorised and the (fixed) rank."""
+    resolved = {n: train_lib.resolve_config(configs.get_config(n)) for n in ROBUST_ARMS}
+    for name, (algo, low_rank, rank) in ROBUST_ARMS.items():
+        c = resolved[name]
+        train_lib.validate(c)
+        assert (c.algo, c.network.low_rank, c.lowrank.init_rank) == (algo, low_rank, rank)
+        assert c.num_seeds == 5 and c.env.name == "CartpoleSwingup" and c.env.action_repeat == 8
+        assert c.sac.lr_schedule == "constant"
+    c = resolved["cpu_robust"]
+    total = c.train.num_updates * c.train.steps_per_update * c.train.grad_updates_per_step
+    assert total == 100_000 and total // c.lowrank.interval - 1 == 9
+    assert "gear:slide" in c.dynamics.params and min(c.eval.grid_scales) == 0.25
+    assert max(c.eval.grid_scales) == 4.0 and c.sac.warmup_steps > 0
+    shared = {"env", "dynamics", "train", "eval"}
+    for name in ROBUST_ARMS:
+        for section in shared:
+            assert resolved[name][section].to_dict() == c[section].to_dict(), (name, section)
