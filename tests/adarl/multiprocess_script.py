@@ -41,7 +41,8 @@ def gather(tree):
 def run_sac(config):
     env = PointMass()
     fns = train_lib.make_train_fns(config, train_lib.EnvBundle(env, env, 2, 2))
-    init, update, _, _ = train_lib.make_seeded(fns, 2)
+    seeded = train_lib.make_seeded(fns, 2)
+    init, update = seeded.init, seeded.update
     state = init(jax.random.PRNGKey(0))
     for _ in range(2):
         state, _ = update(state)

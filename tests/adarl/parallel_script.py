@@ -91,7 +91,8 @@ def sac_config(devices: int):
 def run_sac(devices: int):
     env = PointMass()
     fns = train_lib.make_train_fns(sac_config(devices), train_lib.EnvBundle(env, env, 2, 2))
-    init, update, _, _ = train_lib.make_seeded(fns, 2)
+    seeded = train_lib.make_seeded(fns, 2)
+    init, update = seeded.init, seeded.update
     state = init(jax.random.PRNGKey(0))
     metrics = []
     for _ in range(2):
