@@ -1,6 +1,6 @@
-"""Eq. 14 rank chains on fixed 64x64 spectra (docs_proposals/adarl-gpu.md; issue 14 item 5).
+"""Eq. 14 rank chains on fixed 64x64 spectra (README, "AdaRL paper presets"; issue 14 item 5).
 
-PYTHONPATH=$PWD python docs_proposals/adarl_gpu_rank_chains.py
+python -m experiments.adarl_rank_chains
 """
 
 import jax.numpy as jnp
