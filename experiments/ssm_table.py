@@ -65,6 +65,7 @@ class Claim(NamedTuple):
     op: str
     threshold: float
     text: str
+    given: str = ""  # a metric whose IQM must be >= 0.9 for the claim to apply (else: n/a)
 
 
 class Group(NamedTuple):
@@ -123,7 +124,8 @@ ROWS: dict[str, Row] = {r.preset: r for r in (
         f"{MAMBA} §4.1.2: MHA (absolute / RoPE / xPos) 100% at 256, then drops (xPos 67.6% at "
         "1024, 25.4% at 2048)",
         (Claim("eval/token_acc", ">=", 0.95, "solves the training length (acc @256 >= 0.95)"),
-         Claim("eval/token_acc_L4096", "<=", 0.5, "does not extrapolate (acc @4096 <= 0.5)"))),
+         Claim("eval/token_acc_L4096", "<=", 0.5, "does not extrapolate (acc @4096 <= 0.5)",
+               given="eval/token_acc"))),
     Row("ind256_hybrid", "induction", "Hybrid: Mamba + RoPE attention at layer 1",
         "no published number for this hybrid"),
     Row("mqar_kv8_mamba", "mqar", "Mamba, 8 pairs, L = 128",
@@ -347,6 +349,11 @@ def verdict(row: Row, metrics: dict[str, dict[str, Any]]) -> str:
         if not s["n"]:
             parts.append(f"'{c.text}': no finished run")
             continue
+        pre = metrics.get(c.given, {"n": 0}) if c.given else None
+        if pre is not None and not (pre["n"] and pre["iqm"] >= 0.9):
+            shown = f"{pre['iqm']:.3f}" if pre["n"] else "n/a"
+            parts.append(f"'{c.text}' not applicable: {c.given} IQM {shown} < 0.9")
+            continue
         lo, hi = s["ci95"]
         ok_lo, ok_hi = (lo >= c.threshold, hi >= c.threshold) if c.op == ">=" else (
             hi <= c.threshold, lo <= c.threshold)  # fmt: skip
@@ -417,7 +424,9 @@ def plot_group(out: str, group: str, rows: Sequence[dict[str, Any]]) -> str | No
             x, y = curves(out, r["preset"], r["seeds"], metric)
             if x is None or not len(x):
                 continue
-            (line,) = ax.plot(x, y.mean(0), label=f"{r['model']} ({len(y)} seeds)")
+            (line,) = ax.plot(
+                x, y.mean(0), marker="o", ms=3, label=f"{r['model']} ({len(y)} seeds)"
+            )
             ax.fill_between(x, y.min(0), y.max(0), alpha=0.2, color=line.get_color())
             drawn = True
         ax.set_title(f"{metric} (line: mean over seeds; band: min-max)", fontsize=9)

@@ -142,6 +142,12 @@ def test_verdict_words_follow_the_ci():
     lti = st.ROWS["sc256_s4d"]  # a "<=" claim
     assert "' reproduced" in st.verdict(lti, {"eval/token_acc": _metrics([0.3, 0.4, 0.5])})
     assert "no finished run" in st.verdict(row, {"eval/token_acc": {"n": 0}})
+    mha = st.ROWS["ind256_transformer"]  # "does not extrapolate" needs the training length solved
+    chance = {"eval/token_acc": _metrics([0.1, 0.1, 0.1]), "eval/token_acc_L4096": _metrics([0.1])}
+    assert "not applicable" in st.verdict(mha, chance)
+    solved = {**chance, "eval/token_acc": _metrics([1.0, 1.0, 1.0])}
+    assert "not applicable" not in st.verdict(mha, solved)
+    assert "acc @4096 <= 0.5)' reproduced" in st.verdict(mha, solved)
 
 
 def test_plan_order_and_seed_caps():
