@@ -308,7 +308,7 @@ class GymV5Locomotion(mjx_env.MjxEnv):
 
     def state_from(self, qpos: jax.Array, qvel: jax.Array, rng: jax.Array) -> State:
         """The state Gymnasium's ``set_state(qpos, qvel)`` (then ``mj_forward``) gives."""
-        qpos = jnp.asarray(qpos, jnp.float32)
+        qpos, qvel = jnp.asarray(qpos, jnp.float32), jnp.asarray(qvel, jnp.float32)
         data = mjx_env.make_data(self.mj_model, qpos=qpos, qvel=qvel, impl="jax")
         with c_contact_frames():
             data = mjx.forward(self.mjx_model, data)
