@@ -9,7 +9,8 @@ Version bounds are the ranges this repository was tested with (see README, "Test
   ``jax.device_put_replicated``, which brax 0.14's training agents still call; we never call
   brax's trainers on the library path, and ``benchmarks/sac.py`` carries a small shim for it.
 * MuJoCo / MJX / Playground are tested at mujoco 4.0, mujoco-mjx 3.17 and playground 0.2;
-  gymnasium 1.4.0 supplies the Gym MuJoCo XML read by the fidelity tests.
+  gymnasium 1.4.0 supplies the Gym MuJoCo XML of the ``*_gym`` tasks (``adarl/gym_tasks.py``);
+  the ``test`` extra adds imageio so that the tests can run ``gymnasium.make("Hopper-v5")``.
 """
 
 from setuptools import find_packages, setup
@@ -44,7 +45,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "ruff>=0.6"],
+    # imageio: gymnasium.make("Hopper-v5") imports it (gymnasium[mujoco]); the *_gym fidelity
+    # tests step Gymnasium's env beside ours.
+    "test": ["pytest>=8", "ruff>=0.6", "imageio>=2.14"],
     "notebooks": ["jupyter", "jupytext>=1.16", "ipywidgets"],
     # CUDA 12 wheels of jaxlib, matched to the JAX bound above.
     "gpu": ["jax[cuda12]>=0.10,<0.11"],

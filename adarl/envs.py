@@ -13,6 +13,10 @@ Families:
   iterations reduced, root joints moved, see ADARL.md §7.1: returns are *not* comparable with
   mujoco-py Gym numbers). Rewards, termination, observations, frame skip and reset noise follow
   Gym's v4 classes; details in :class:`GymLocomotion`.
+* **Gymnasium v5 locomotion, faithful** (:mod:`adarl.gym_tasks`): ``hopper_gym``,
+  ``walker2d_gym``, ``ant_gym``: Gymnasium's own XML unchanged (RK4, Newton 100 iterations, all
+  contacts) with v5's observation, reward and termination, checked against ``gymnasium.make``.
+  No ``humanoid_gym``: its XML needs the PGS solver, which MJX lacks.
 * **Playground DM Control Suite** tasks under their registry names (``PendulumSwingup``,
   ``CartpoleSwingup``, ``ReacherEasy``, ``CheetahRun``, ``WalkerWalk``, ``HopperHop``, ...).
 * **Small tasks** for CPU experiments and tests: ``pendulum``, ``cartpole``, ``reacher`` (aliases
@@ -41,12 +45,13 @@ from mujoco import mjx
 from mujoco_playground._src import mjx_env
 
 import harness
+from adarl import gym_tasks
 
 State = mjx_env.State
 
-# OMPO's fluid constants (ADARL.md §3.2, `ant_random.py`): air.
-FLUID_DENSITY = 1.2
-FLUID_VISCOSITY = 2e-5
+# OMPO's fluid constants (ADARL.md §3.2, `ant_random.py`): air; defined once, in gym_tasks.
+FLUID_DENSITY = gym_tasks.FLUID_DENSITY
+FLUID_VISCOSITY = gym_tasks.FLUID_VISCOSITY
 
 
 def _brax_asset(name: str) -> Path:
@@ -329,6 +334,9 @@ _DEFAULT_PARAMS: dict[str, tuple[str, ...]] = {
     "walker2d": ("torso_length", "foot_length", "mass:torso", "friction_scale", "gravity"),
     "ant": ("gravity", "wind", "mass:torso", "friction_scale"),
     "humanoid": ("gravity", "wind", "mass:torso", "friction_scale"),
+    "hopper_gym": ("torso_length", "foot_length", "mass:torso", "friction_scale", "gravity"),
+    "walker2d_gym": ("torso_length", "foot_length", "mass:torso", "friction_scale", "gravity"),
+    "ant_gym": ("gravity", "mass:torso", "friction_scale"),  # wind needs fluid=True
 }
 _FALLBACK_PARAMS = ("gravity",)
 
@@ -368,6 +376,15 @@ def _make_gym(task: str, **overrides: Any) -> GymLocomotion:
     return _finish(GymLocomotion(task, **overrides), task, task)
 
 
+def _make_gym_v5(task: str, **overrides: Any) -> gym_tasks.GymV5Locomotion:
+    fields = {f.name for f in dataclasses.fields(gym_tasks.GymV5Config)}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise ValueError(f"unknown overrides {bad} for {task!r}; allowed: {sorted(fields)}")
+    # OMPO's schedules are keyed by the base task (hopper_gym -> hopper).
+    return _finish(gym_tasks.GymV5Locomotion(task, **overrides), task, task.removesuffix("_gym"))
+
+
 def _make_playground(name: str, **overrides: Any) -> mjx_env.MjxEnv:
     return _finish(_load_playground(name, **overrides), name, None)
 
@@ -375,6 +392,8 @@ def _make_playground(name: str, **overrides: Any) -> mjx_env.MjxEnv:
 ENVS: harness.Registry[Callable[..., Any]] = harness.Registry("env")
 for _t in GYM_CONFIGS:
     ENVS.add(_t, functools.partial(_make_gym, _t))
+for _t in gym_tasks.GYM_V5:
+    ENVS.add(_t, functools.partial(_make_gym_v5, _t))
 for _t in _PLAYGROUND_TASKS:
     ENVS.add(_t, functools.partial(_make_playground, _t))
 for _a, _t in _ALIASES.items():
