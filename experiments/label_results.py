@@ -8,7 +8,8 @@ recorded it (harness runs since issue 22), else the commit that added the file
 The commit is written into the file as ``"made_at_commit"`` (with ``"made_at_source"`` saying
 which rule gave it) and every results folder is listed with its commit in
 ``results/PROVENANCE.md``. JSON list files (hypothesis tables) and configs (``config.json``,
-``*next_sweep.json``: read back as configs) are listed there only.
+``*next_sweep.json``: read back as configs) are listed there only. Markdown tables in the
+folders get a closing "Made at commit X" line.
 ``--check`` exits 1 if any file lacks its label (nothing is written).
 """
 
@@ -70,6 +71,19 @@ def _short(commit: str) -> str:
     return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
+def _label_markdown(path: str, write: bool) -> bool:
+    """Appends "Made at commit X" to a results table; True if it was missing."""
+    commit, source = label(path)
+    with open(path) as f:
+        text = f.read()
+    if f"Made at commit {_short(commit)}" in text:
+        return False
+    if write:
+        with open(path, "a") as f:
+            f.write(f"\n_Made at commit {_short(commit)} ({source})._\n")
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="results")
@@ -78,6 +92,9 @@ def main() -> int:
     folders: dict[str, set[str]] = {}
     unlabelled = []
     for dirpath, _, names in sorted(os.walk(args.root)):
+        tables = [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(".md")]
+        if dirpath != args.root:  # the root holds this index and README, not results
+            unlabelled += [p for p in tables if _label_markdown(p, write=not args.check)]
         for name in sorted(n for n in names if n.endswith(".json")):
             path = os.path.join(dirpath, name)
             commit, source = label(path)

@@ -51,6 +51,8 @@ def test_every_recorded_result_names_the_commit_that_made_it():
     table = open(os.path.join(results, "PROVENANCE.md")).read()
     checked = 0
     for dirpath, _, names in os.walk(results):
+        for name in (n for n in names if n.endswith(".md") and dirpath != results):
+            assert "Made at commit " in open(os.path.join(dirpath, name)).read(), (dirpath, name)
         for name in (n for n in names if n.endswith(".json")):
             data = json.load(open(os.path.join(dirpath, name)))
             if not isinstance(data, dict) or name.endswith(label_results.CONFIG_SUFFIXES):
