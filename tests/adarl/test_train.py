@@ -146,7 +146,7 @@ def test_smoke_preset_end_to_end_cli(tmp_path):
     for name in ("robustness.json", "robustness.png", "spectrum.png", "return.png"):
         assert os.path.exists(os.path.join(workdir, name)), name
     policy, config = train_lib.load_policy(workdir)
-    assert policy(jnp.zeros((1, 3))).shape == (1, 1)
+    assert policy(jnp.zeros((1, 5))).shape == (1, 1)
 
 
 def _polyak_kernel_error(agent, steps: int, tau: float = 0.005) -> float:
