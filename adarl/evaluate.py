@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from adarl import robust_eval
 
@@ -63,14 +64,18 @@ def grid_axes(config: Any, spec: Any, names: tuple[str, ...]) -> tuple[np.ndarra
     return tuple(out)
 
 
-def robustness(fns: Any, agents: Any, config: Any, key: jax.Array) -> dict[str, Any]:
+def robustness(
+    fns: Any, agents: Any, config: Any, key: jax.Array, progress: bool = True
+) -> dict[str, Any]:
     """Nominal and perturbed returns of every seed.
 
     Args:
       fns: ``adarl.train.TrainFns`` (its ``evaluate`` and ``envs.spec``).
       agents: AgentState with a leading seed axis (S,).
       config: the run config (``eval.*`` fields).
-      key: PRNG key (the same episode keys are used at every grid point and seed).
+      key: PRNG key (every grid row and seed uses the same episode keys).
+      progress: show a progress bar (rate, ETA) over the grid rows; the rows are evaluated one
+        jitted call each (one compile), all seeds and episodes of a row batched.
 
     Returns:
       dict with ``nominal`` f64 list (S,), ``grid`` (S, n1, n2) nested lists, ``grid_mean`` and
@@ -84,18 +89,19 @@ def robustness(fns: Any, agents: Any, config: Any, key: jax.Array) -> dict[str, 
     base = np.tile(spec.nominal.astype(np.float32), (n1, n2, e, 1))
     base[..., spec.names.index(names[0])] = v1[:, None, None]
     base[..., spec.names.index(names[1])] = v2[None, :, None]
-    params = spec.from_vector(jnp.asarray(base.reshape(-1, spec.dim)))
+    rows = jnp.asarray(base.reshape(n1, n2 * e, spec.dim))
     k_nom, k_grid = jax.random.split(key)
-
-    @jax.jit
-    def run(agents):
-        nominal = jax.vmap(lambda a: fns.evaluate(a, k_nom))(agents)
-        grid = jax.vmap(lambda a: fns.evaluate(a, k_grid, params))(agents)
-        return nominal, grid
-
-    nominal, grid = jax.device_get(run(agents))
-    grid = np.asarray(grid, np.float64).reshape(-1, n1, n2, e).mean(-1)
-    nominal = np.asarray(nominal, np.float64).mean(-1)
+    nominal_fn = jax.jit(jax.vmap(lambda a: fns.evaluate(a, k_nom)))
+    row_fn = jax.jit(jax.vmap(lambda a, x: fns.evaluate(a, k_grid, spec.from_vector(x)), (0, None)))
+    bar = tqdm(total=n1 + 1, desc="robustness grid", unit="row", disable=not progress)
+    nominal = np.asarray(jax.device_get(nominal_fn(agents)), np.float64).mean(-1)
+    bar.update(1)
+    grid = []
+    for row in rows:
+        grid.append(np.asarray(jax.device_get(row_fn(agents, row)), np.float64))
+        bar.update(1)
+    bar.close()
+    grid = np.stack(grid, 1).reshape(-1, n1, n2, e).mean(-1)  # (S, n1, n2)
     return {
         "params": list(names),
         "values": [v1.tolist(), v2.tolist()],

@@ -1032,18 +1032,27 @@ def train_and_evaluate(
     if summary.get("interrupted") or "robustness" in summary or fns.envs.spec is None:
         return summary
     state = checkpoints.load_state(workdir, init)
-    summary["robustness"] = final_robustness(config, workdir, fns, info_fn, state.agent)
+    summary["robustness"] = final_robustness(
+        config, workdir, fns, info_fn, state.agent, progress=progress
+    )
     with open(os.path.join(workdir, harness.SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True, default=str)
     return summary
 
 
 def final_robustness(
-    config: ml_collections.ConfigDict, workdir: str, fns: TrainFns, info_fn, agents: AgentState
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    fns: TrainFns,
+    info_fn,
+    agents: AgentState,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Nominal and grid returns of the final agents (leading seed axis), final ranks; writes
-    ``robustness.json``/``.png`` and ``spectrum.png``; returns the summary's ``robustness``."""
-    result = evaluate_lib.robustness(fns, agents, config, jax.random.PRNGKey(int(config.seed) + 1))
+    ``robustness.json``/``.png`` and ``spectrum.png``; returns the summary's ``robustness``.
+    ``progress``: a progress bar over the grid rows."""
+    key = jax.random.PRNGKey(int(config.seed) + 1)
+    result = evaluate_lib.robustness(fns, agents, config, key, progress=progress)
     result["final_ranks"] = {
         k: np.asarray(v).tolist()
         for k, v in jax.device_get(info_fn(agents)).items()

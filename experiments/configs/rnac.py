@@ -81,20 +81,23 @@ def base() -> ml_collections.ConfigDict:
 
 
 def smoke() -> ml_collections.ConfigDict:
+    """The adarl ``smoke`` task (CartpoleBalance, 100 decisions of 0.04 s) with a small PPO."""
     c = base()
+    task = adarl_configs.get_config("smoke")
+    c.env = task.env
+    c.dynamics = task.dynamics
     c.num_seeds = 2
-    c.env.episode_length = 20
-    c.dynamics.sampler = "box"
-    c.ppo.num_envs = 4
-    c.ppo.num_steps = 16
-    c.ppo.minibatch_size = 32
-    c.ppo.epochs = 2
-    c.ppo.num_updates = 3
-    c.ppo.hidden = (16, 16)
-    c.checkpoint_every = 2
-    c.eval.episodes = 2
-    c.eval.every = 2
-    c.eval.grid_scales = (0.8, 1.2)
+    c.ppo.num_envs = 16
+    c.ppo.num_steps = 64
+    c.ppo.minibatch_size = 256
+    c.ppo.epochs = 4
+    c.ppo.num_updates = 30
+    c.ppo.lr = 1e-3
+    c.ppo.hidden = (32, 32)
+    c.checkpoint_every = 10
+    c.eval.episodes = 4
+    c.eval.every = 10
+    c.eval.grid_scales = (0.5, 2.0)
     c.eval.grid_episodes = 1
     c.progress = False
     return c

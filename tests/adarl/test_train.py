@@ -126,9 +126,16 @@ def test_harness_run_and_resume_continue_the_same_run(tmp_path):
     assert act.shape == (3, 1) and np.all(np.abs(np.asarray(act)) <= 1)
 
 
+# Uniform-random policy on the smoke task (CartpoleBalance, 100 decisions of 0.04 s, max return
+# 100), 4 nominal episodes per seed, 3 seeds: per-seed means 43.1, 37.9, 48.5; the smoke preset
+# trained to 96.8, 99.9, 99.5 (``python -m experiments.smoke_learning --algo adarl --seeds 3``).
+RANDOM_POLICY_RETURN_MAX = 48.5
+
+
 @pytest.mark.slow
 def test_smoke_preset_end_to_end_cli(tmp_path):
-    """``python -m experiments.adarl`` with the smoke preset on the real MJX task."""
+    """``python -m experiments.adarl`` with the smoke preset on the real MJX task: it learns to
+    balance (every seed clears the best random-policy seed mean by 20), grid included."""
     workdir = str(tmp_path / "smoke")
     cmd = [
         sys.executable,
@@ -144,10 +151,11 @@ def test_smoke_preset_end_to_end_cli(tmp_path):
     summary = json.load(open(os.path.join(workdir, "summary.json")))
     rob = summary["robustness"]
     assert len(rob["nominal"]) == 2 and len(rob["grid_mean"]) == 2
+    assert min(rob["nominal"]) > RANDOM_POLICY_RETURN_MAX + 20, rob["nominal"]
     for name in ("robustness.json", "robustness.png", "spectrum.png", "return.png"):
         assert os.path.exists(os.path.join(workdir, name)), name
     policy, config = train_lib.load_policy(workdir)
-    assert policy(jnp.zeros((1, 3))).shape == (1, 1)
+    assert policy(jnp.zeros((1, 5))).shape == (1, 1)
 
 
 def _polyak_kernel_error(agent, steps: int, tau: float = 0.005) -> float:

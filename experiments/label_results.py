@@ -1,0 +1,131 @@
+"""Labels every recorded result under ``results/`` with the commit that made it.
+
+    python -m experiments.label_results [--root results] [--check]
+
+For each JSON object file the commit is the run's own ``git.commit`` where ``summary.json``
+recorded it (harness runs since issue 22), else the commit that added the file
+(``git log --follow --diff-filter=A``): the code that made it is that commit or an earlier one.
+The commit is written into the file as ``"made_at_commit"`` (with ``"made_at_source"`` saying
+which rule gave it) and every results folder is listed with its commit in
+``results/PROVENANCE.md``. JSON list files (hypothesis tables) and configs (``config.json``,
+``*next_sweep.json``: read back as configs) are listed there only. Markdown tables in the
+folders get a closing "Made at commit X" line.
+``--check`` exits 1 if any file lacks its label (nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ADDED = (
+    "added to the repository at this commit (git log --diff-filter=A); "
+    "the run's own commit was not recorded"
+)
+# Configs are read back as ConfigDicts (and compared with a rerun's): never written to.
+CONFIG_SUFFIXES = ("config.json", "next_sweep.json")
+RUN = "the run's summary.json git.commit (the code that ran)"
+
+
+def added_commit(path: str) -> str:
+    """Full hash of the commit that first added ``path`` (following renames)."""
+    out = subprocess.run(
+        ["git", "log", "--follow", "--diff-filter=A", "--format=%H", "--", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if not out:
+        raise ValueError(f"{path} is not committed; commit it before labelling")
+    return out[-1]
+
+
+def run_commit(folder: str) -> str | None:
+    """``git.commit`` of the nearest ``summary.json`` at or above ``folder`` (None if absent)."""
+    path = os.path.join(folder, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        git = json.load(f).get("git") or {}
+    return git.get("commit") if not git.get("dirty") else f"{git.get('commit')}+dirty"
+
+
+def label(path: str) -> tuple[str, str]:
+    """(commit, source rule) for one results file."""
+    commit = run_commit(os.path.dirname(path))
+    return (commit, RUN) if commit else (added_commit(path), ADDED)
+
+
+def _indent(text: str) -> int | None:
+    """The indent of a JSON text (kept so that labelling changes only the added lines)."""
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return None
+    return len(lines[1]) - len(lines[1].lstrip(" "))
+
+
+def _short(commit: str) -> str:
+    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
+def _label_markdown(path: str, write: bool) -> bool:
+    """Appends "Made at commit X" to a results table; True if it was missing."""
+    commit, source = label(path)
+    with open(path) as f:
+        text = f.read()
+    if f"Made at commit {_short(commit)}" in text:
+        return False
+    if write:
+        with open(path, "a") as f:
+            f.write(f"\n_Made at commit {_short(commit)} ({source})._\n")
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="results")
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    folders: dict[str, set[str]] = {}
+    unlabelled = []
+    for dirpath, _, names in sorted(os.walk(args.root)):
+        tables = [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(".md")]
+        if dirpath != args.root:  # the root holds this index and README, not results
+            unlabelled += [p for p in tables if _label_markdown(p, write=not args.check)]
+        for name in sorted(n for n in names if n.endswith(".json")):
+            path = os.path.join(dirpath, name)
+            commit, source = label(path)
+            folders.setdefault(dirpath, set()).add(commit)
+            with open(path) as f:
+                text = f.read()
+            data = json.loads(text)
+            skip = not isinstance(data, dict) or name.endswith(CONFIG_SUFFIXES)
+            if skip or data.get("made_at_commit") == commit:
+                continue
+            unlabelled.append(path)
+            if not args.check:
+                data.update(made_at_commit=commit, made_at_source=source)
+                with open(path, "w") as f:
+                    f.write(json.dumps(data, indent=_indent(text)) + text[len(text.rstrip()) :])
+    if args.check:
+        print("\n".join(f"unlabelled: {p}" for p in unlabelled) or "all labelled")
+        return 1 if unlabelled else 0
+    rows = [f"| `{d}/` | {', '.join(_short(c) for c in sorted(cs))} |" for d, cs in folders.items()]
+    with open(os.path.join(args.root, "PROVENANCE.md"), "w") as f:
+        f.write(
+            "# Commit of every recorded result\n\n"
+            "Written by `python -m experiments.label_results`. A commit is the run's own\n"
+            "`summary.json` `git.commit` where recorded (`+dirty`: uncommitted edits), else the\n"
+            "commit that added the files: the code that made them is that commit or earlier.\n"
+            "Numbers made before the current HEAD may not reproduce exactly at HEAD.\n\n"
+            "| folder | made at commit |\n|---|---|\n" + "\n".join(rows) + "\n"
+        )
+    print(f"labelled {len(unlabelled)} files; wrote {args.root}/PROVENANCE.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
