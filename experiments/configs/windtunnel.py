@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from experiments.configs import shield as shield_configs
 
 
 def base() -> ml_collections.ConfigDict:
@@ -43,6 +44,10 @@ def base() -> ml_collections.ConfigDict:
     c.grad.restarts = 2
     c.grad.steps = 8
     c.grad.lr = 0.2
+    # violation rates with and without the shield on the worst cases found (windtunnel.json's
+    # "shield" section; verifier models = nominal + these worst cases): adarl.shield_eval
+    c.shield_report = False
+    c.shield = shield_configs.get_config("cpu")
     return c
 
 
@@ -57,6 +62,7 @@ def smoke() -> ml_collections.ConfigDict:
     c.cmaes.generations = 2
     c.grad.restarts = 1
     c.grad.steps = 2
+    c.shield = shield_configs.get_config("smoke")
     return c
 
 
