@@ -209,12 +209,47 @@ def markdown(table: dict[str, Any], algo: str) -> str:
     return "\n".join(rows)
 
 
+PLOT_FILE = "shield.png"
+PLOT_METRICS = ("violation_rate", "intervention_rate", "call_rate", "return")
+
+
+def plot(table: dict[str, Any], path: str, title: str = "") -> str:
+    """Bars of IQM with 95% CI whiskers, shielded vs unshielded, per condition group, one panel
+    per metric of :data:`PLOT_METRICS`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(table)
+    fig, axes = plt.subplots(1, len(PLOT_METRICS), figsize=(3.2 * len(PLOT_METRICS), 3.4))
+    x = np.arange(len(groups))
+    for ax, metric in zip(axes, PLOT_METRICS, strict=True):
+        for j, mode in enumerate(("unshielded", "shielded")):
+            cells = [table[g][mode][metric] for g in groups]
+            iqm = np.array([c["iqm"] for c in cells])
+            err = np.abs(np.array([c["ci"] for c in cells]).T - iqm)
+            ax.bar(x + (j - 0.5) * 0.38, iqm, 0.38, yerr=err, capsize=3, label=mode)
+        ax.set_xticks(x, groups)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
-    """Writes ``shield.json`` (per seed, per condition, per mode; summary table) into
-    ``workdir`` and returns it."""
+    """Writes ``shield.json`` (per seed, per condition, per mode; summary table) and the plot
+    ``shield.png`` into ``workdir`` and returns the JSON dict."""
     out = evaluate(workdir, config)
     with open(os.path.join(workdir, SHIELD_FILE), "w") as f:
         json.dump(out, f, indent=2, default=float)
+    n = len(out["per_seed"])
+    plot(out["table"], os.path.join(workdir, PLOT_FILE),
+         f"{out['algo']}: IQM [95% CI] over {n} seeds")  # fmt: skip
     return out
 
 

@@ -73,7 +73,8 @@ def test_shield_metrics_calls_and_interventions(runs):
     _, metrics, _ = runs["shield"]
     for m in metrics:
         assert float(m["shield/call_rate"]) == 1.0  # τ = 0
-        assert 0.0 < float(m["shield/intervention_rate"]) <= float(m["shield/call_rate"])
+        # far from the wall the proposal is certified and kept: fewer interventions than calls
+        assert 0.0 < float(m["shield/intervention_rate"]) < float(m["shield/call_rate"])
     assert "shield/call_rate" not in runs["default"][1][0]
 
 
