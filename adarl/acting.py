@@ -9,6 +9,9 @@
   just finished.
 * :func:`episode_returns`: deterministic return of the first episode of every environment (the
   evaluation and wind-tunnel objective).
+* :data:`ActionFilter` and :func:`identity_filter`: the hook between the policy's proposal and the
+  environment step (a safety shield, :func:`adarl.shield.make_action_filter`); identity by
+  default.
 
 Environments follow the ``adarl.wrappers.wrap`` contract: ``reset(keys (N, 2))``,
 ``step(state, actions (N, A))``, ``state.obs`` (N, O), ``state.reward``/``state.done`` (N,),
@@ -75,6 +78,27 @@ def outcome(next_state: Any) -> Outcome:
         next_obs=next_obs,
         bootstrap_timeouts=has_final,
     )
+
+
+class FilterInfo(NamedTuple):
+    """What an action filter did at one batched step: called bool (N,) (the slow check ran for
+    that env), intervened bool (N,) (the executed action differs from the proposal)."""
+
+    called: jax.Array
+    intervened: jax.Array
+
+
+# (env_state, proposed actions f32 (N, A), key) -> (executed actions f32 (N, A), FilterInfo).
+# It gets the whole batched env state (``state.obs`` (N, O) included), because a model-predictive
+# check must simulate forward from the true state, which the observation does not determine.
+ActionFilter = Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, FilterInfo]]
+
+
+def identity_filter(env_state: Any, actions: jax.Array, key: jax.Array):
+    """The default :data:`ActionFilter`: executes the proposal, never calls, never intervenes."""
+    del env_state, key
+    none = jnp.zeros(actions.shape[:1], bool)
+    return actions, FilterInfo(none, none)
 
 
 class Returns(NamedTuple):

@@ -17,6 +17,12 @@ source) and a bounded failure bank ("immune memory"). Each round:
 
 The bank and gate are pure functions tested on fake metric streams; :func:`run` is the host loop,
 generic in the training and evaluation callbacks.
+
+With ``config.shield.enabled`` the policy trains shielded (§1.6 using §1.5): PPO's acting loop
+runs every proposal through :func:`adarl.shield.make_action_filter`, whose verifier models are the
+nominal dynamics plus the wind tunnel's current worst cases (the bank's ``num_worst`` most severe
+failures; :func:`verifier_models`). The loop has no learned critic (Q_c = 0.5 everywhere), so
+``tau < 0.5`` verifies every step and ``tau >= 0.5`` only every ``every`` steps.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import ml_collections
 import numpy as np
 
 import harness
-from adarl import dynamics, rnac, robust_eval, sharding, tasks, wrappers
+from adarl import acting, dynamics, rnac, robust_eval, safety, sharding, shield, tasks, wrappers
 from adarl import ppo as ppo_lib
 from adarl import windtunnel as wt
 from harness import checkpoint as harness_checkpoint
@@ -412,6 +418,13 @@ def validate_config(config: Any) -> None:
     harness.check_int(config, "bank.capacity", lo=1)
     harness.check_range(config, "sampler.p_adv", lo=0.0, hi=1.0)
     prefixed(wt.validate_config, config.windtunnel, "windtunnel")
+    if config.get("shield") is not None and config.shield.enabled:
+        harness.check_choice(config, "shield.constraint", safety.CONSTRAINTS.names())
+        for field in ("horizon", "num_candidates", "num_worst"):
+            harness.check_int(config, f"shield.{field}", lo=1)
+        harness.check_int(config, "shield.num_candidates", lo=2)
+        harness.check_int(config, "shield.every", lo=0)
+        harness.check_range(config, "shield.tau", lo=0.0, hi=1.0)
     coevolve_mesh(config)
 
 
@@ -443,7 +456,9 @@ def make_arena(config: Any) -> tuple[Arena, ppo_lib.PPOFns]:
     task = tasks.make_task(tc)
     uset = rnac.get_uncertainty(tc.algo, tc.rnac)
     mesh = coevolve_mesh(config)
-    fns = ppo_lib.make_ppo(ppo_cfg, task.train_env, uset, mesh)
+    empty = bank_init(config.bank.capacity, task.spec.dim)
+    filt = shield_filter(config, task.train_env, task.spec, empty)
+    fns = ppo_lib.make_ppo(ppo_cfg, task.train_env, uset, mesh, action_filter=filt)
     full_return = robust_eval.make_return_fn(
         task.eval_env, task.spec, fns.apply, robust_eval.num_steps(tc)
     )
@@ -462,6 +477,33 @@ def make_arena(config: Any) -> tuple[Arena, ppo_lib.PPOFns]:
         mesh=mesh,
     )
     return arena, fns
+
+
+def verifier_models(spec: Any, bank: FailureBank, num_worst: int) -> np.ndarray:
+    """f32 (1 + num_worst, d): the nominal θ, then the bank's valid entries by decreasing
+    severity (the wind tunnel's current worst cases); missing ones repeat the nominal θ."""
+    nominal = np.asarray(spec.nominal, np.float32)
+    valid = np.asarray(bank.valid)
+    order = np.argsort(-np.where(valid, np.asarray(bank.severity), -np.inf), kind="stable")
+    worst = [np.asarray(bank.params)[i] for i in order[:num_worst] if valid[i]]
+    worst += [nominal] * (num_worst - len(worst))
+    return np.stack([nominal, *worst]).astype(np.float32)
+
+
+def shield_filter(config: Any, env: Any, spec: Any, bank: FailureBank) -> acting.ActionFilter:
+    """PPO's action filter: the identity, or with ``config.shield.enabled`` the shield whose
+    verifier steps ``env`` (a :func:`adarl.wrappers.wrap` env) under :func:`verifier_models`."""
+    sc = config.get("shield")
+    if sc is None or not sc.enabled:
+        return acting.identity_filter
+    system = shield.mjx_system(env.env, spec, env.action_repeat)
+    constraint = safety.make_constraint(
+        sc.constraint, action_size=int(env.action_size), **dict(sc.constraint_kwargs)
+    )
+    cfg = shield.ShieldConfig(sc.horizon, sc.num_candidates, sc.noise, num_steps=1)
+    knobs = shield.Knobs(jnp.float32(sc.tau), jnp.int32(sc.every))
+    thetas = jnp.asarray(verifier_models(spec, bank, sc.num_worst))
+    return shield.make_action_filter(system, constraint, cfg, thetas, knobs)
 
 
 def policy_params(state: Any) -> Any:
@@ -526,11 +568,21 @@ def train_round(arena: Arena, state: Any, bank: FailureBank, key: jax.Array) -> 
         env.env, sampler=sampler, episode_length=env.episode_length,
         action_repeat=env.action_repeat,
     )  # fmt: skip
-    upd = jax.jit(ppo_lib.make_ppo(arena.ppo_cfg, env_r, arena.uset, arena.mesh).update)
+    filt = shield_filter(cfg, env, arena.spec, bank)
+    upd = jax.jit(
+        ppo_lib.make_ppo(arena.ppo_cfg, env_r, arena.uset, arena.mesh, action_filter=filt).update
+    )
     state = state.replace(key=key)
     for _ in range(cfg.round_updates):
-        state, _ = upd(state)
+        state, metrics = upd(state)
+        _log_shield(metrics)
     return state
+
+
+def _log_shield(metrics: dict[str, Any]) -> None:
+    if "shield/call_rate" in metrics:
+        print(f"coevolve: shield call rate {float(metrics['shield/call_rate']):.3f}, "
+              f"intervention rate {float(metrics['shield/intervention_rate']):.3f}")  # fmt: skip
 
 
 def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
@@ -562,7 +614,8 @@ def train_and_coevolve(config: Any, workdir: str) -> dict[str, Any]:
         state = jax.jit(fns.init)(init_key)
         update = jax.jit(fns.update)
         for _ in range(config.pretrain_updates):
-            state, _ = update(state)
+            state, metrics = update(state)
+            _log_shield(metrics)
         return state
 
     bank_return = bank_return_fn(arena)

@@ -12,6 +12,11 @@ Robust variants hook in through an :class:`UncertaintySet` (RNAC, :mod:`adarl.rn
 replace the environment step (double sampling) and subtract a penalty from every TD residual (IPM).
 The nominal set gives plain PPO.
 
+A safety shield hooks in through an :data:`adarl.acting.ActionFilter` (``action_filter``, identity
+by default): the environment executes the filtered action, while the rollout keeps the policy's
+own proposal and its log-probability, so the update stays on-policy and the shield acts as part of
+the environment (post-posed shielding; Alshiekh et al. 2018, "Safe RL via shielding", §4).
+
 Deviations from the official PyTorch code, kept as config fields or documented here:
 
 * Running observation statistics are updated once per rollout (parallel Welford/Chan) with the
@@ -310,7 +315,8 @@ class Setup(NamedTuple):
 
     ppo: the ``config.ppo`` ConfigDict; env: the batched training env; uncertainty: the RNAC
     uncertainty set; actor, critic: the networks; actor_tx, critic_tx: their optimisers;
-    packer: env state <-> checkpointable carry; n_envs (N), n_steps (T), n_minibatches, obs_size.
+    packer: env state <-> checkpointable carry; n_envs (N), n_steps (T), n_minibatches, obs_size;
+    action_filter: proposal -> executed action (:func:`adarl.acting.identity_filter`: none).
     """
 
     ppo: Any
@@ -326,6 +332,7 @@ class Setup(NamedTuple):
     n_minibatches: int
     obs_size: int
     mesh: Any = None  # jax.sharding.Mesh: envs and minibatches split over "data" (adarl.sharding)
+    action_filter: acting.ActionFilter = acting.identity_filter
 
 
 def make_tx(ppo: Any, total_grad_steps: int) -> optax.GradientTransformation:
@@ -337,7 +344,11 @@ def make_tx(ppo: Any, total_grad_steps: int) -> optax.GradientTransformation:
 
 
 def make_setup(
-    ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL, mesh: Any = None
+    ppo: Any,
+    env: Any,
+    uncertainty: UncertaintySet = NOMINAL,
+    mesh: Any = None,
+    action_filter: acting.ActionFilter = acting.identity_filter,
 ) -> Setup:
     validate_ppo_config(ppo)
     n_envs, n_steps = ppo.num_envs, ppo.num_steps
@@ -357,6 +368,7 @@ def make_setup(
         n_minibatches=n_minibatches,
         obs_size=int(env.observation_size),
         mesh=mesh,
+        action_filter=action_filter,
     )
 
 
@@ -401,7 +413,9 @@ class RolloutCarry(NamedTuple):
 
 
 def rollout_step(s: Setup, state: PPOState, carry: RolloutCarry, _=None):
-    """One env step with the current policy; returns (carry, (Rollout row, discounted return))."""
+    """One env step with the current policy; returns (carry, (Rollout row, discounted return,
+    :class:`adarl.acting.FilterInfo`)). The env executes ``s.action_filter``'s action; the row
+    keeps the proposal."""
     key, k_act, k_step = jax.random.split(carry.key, 3)
     carry = carry._replace(env_state=sharding.data(s.mesh, carry.env_state, s.n_envs))
     obs = carry.env_state.obs
@@ -411,7 +425,9 @@ def rollout_step(s: Setup, state: PPOState, carry: RolloutCarry, _=None):
     # RNAC's PPO clips the sampled action to the bounds and scores the clipped action.
     action = jnp.clip(mean + jnp.exp(log_std) * noise, -1.0, 1.0)
     logp = gaussian_log_prob(action, mean, log_std)
-    next_state = s.uncertainty.step(s.env, carry.env_state, action, value_fn, k_step)
+    # fold_in leaves k_step as it was: an identity filter keeps every random stream unchanged
+    executed, filtered = s.action_filter(carry.env_state, action, jax.random.fold_in(k_step, 1))
+    next_state = s.uncertainty.step(s.env, carry.env_state, executed, value_fn, k_step)
     out = acting.outcome(next_state)
     returns, finished = acting.track_returns(carry.returns, out.reward, out.done)
     disc = carry.disc_return * s.ppo.gamma + out.reward
@@ -420,7 +436,7 @@ def rollout_step(s: Setup, state: PPOState, carry: RolloutCarry, _=None):
         value_fn(out.next_obs),
     )  # fmt: skip
     new = RolloutCarry(next_state, key, returns, carry.episodes + finished, disc * (1.0 - out.done))
-    return new, (row, disc)
+    return new, (row, disc, filtered)
 
 
 def critic_value(s: Setup, state: PPOState, obs: jax.Array) -> jax.Array:
@@ -437,7 +453,7 @@ def rollout(s: Setup, state: PPOState) -> tuple[PPOState, Rollout, dict[str, jax
         jnp.zeros(()),
         state.disc_return,
     )
-    carry, (traj, discs) = jax.lax.scan(
+    carry, (traj, discs, filtered) = jax.lax.scan(
         functools.partial(rollout_step, s, state), carry0, None, length=s.n_steps
     )
     ret_stats = state.ret_stats
@@ -459,6 +475,9 @@ def rollout(s: Setup, state: PPOState) -> tuple[PPOState, Rollout, dict[str, jax
         "train/episodes": carry.episodes,
         "train/reward": traj.raw_reward.mean(),
     }
+    if s.action_filter is not acting.identity_filter:
+        metrics["shield/call_rate"] = filtered.called.mean()
+        metrics["shield/intervention_rate"] = filtered.intervened.mean()
     return new_state, traj, metrics
 
 
@@ -578,7 +597,13 @@ def policy(s: Setup, state: PPOState) -> Callable[[jax.Array], jax.Array]:
     return functools.partial(policy_apply, s, (state.actor_params, state.obs_stats))
 
 
-def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL, mesh: Any = None) -> PPOFns:
+def make_ppo(
+    ppo: Any,
+    env: Any,
+    uncertainty: UncertaintySet = NOMINAL,
+    mesh: Any = None,
+    action_filter: acting.ActionFilter = acting.identity_filter,
+) -> PPOFns:
     """Builds PPO's pure ``init``/``update`` functions for a batched environment.
 
     Args:
@@ -589,8 +614,9 @@ def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL, mesh: An
       uncertainty: the RNAC uncertainty set (nominal: plain PPO).
       mesh: optional :class:`jax.sharding.Mesh` (:func:`adarl.sharding.trainer_mesh`): envs,
         rollouts and minibatches split over its ``"data"`` axis, parameters replicated.
+      action_filter: the shield between proposal and env step (identity: none).
     """
-    s = make_setup(ppo, env, uncertainty, mesh)
+    s = make_setup(ppo, env, uncertainty, mesh, action_filter)
     bind = functools.partial
     return PPOFns(
         init=bind(init, s),
@@ -603,12 +629,18 @@ def make_ppo(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL, mesh: An
     )
 
 
-def make_train_fn(ppo: Any, env: Any, uncertainty: UncertaintySet = NOMINAL, mesh: Any = None):
+def make_train_fn(
+    ppo: Any,
+    env: Any,
+    uncertainty: UncertaintySet = NOMINAL,
+    mesh: Any = None,
+    action_filter: acting.ActionFilter = acting.identity_filter,
+):
     """``train(key) -> (final PPOState, metrics stacked over updates)``: the whole run, jittable.
 
     ``jax.vmap(train)(keys)`` trains several seeds at once (STYLE.md convention 2).
     """
-    fns = make_ppo(ppo, env, uncertainty, mesh)
+    fns = make_ppo(ppo, env, uncertainty, mesh, action_filter)
 
     def train(key: jax.Array):
         return jax.lax.scan(lambda s, _: fns.update(s), fns.init(key), None, length=ppo.num_updates)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adarl import envs, params
+from adarl import acting, envs, params, wrappers
 from adarl.safety import Constraint, System
 
 # ---------------------------------------------------------------------------------------------
@@ -191,19 +191,31 @@ def _slow(system, constraint, cfg, states, proposals, keys, thetas):
     return jax.vmap(one)(states, proposals, keys, thetas)
 
 
+def decide(system, constraint, cfg, critic_apply, critic_params, thetas, knobs, states, obs,
+           proposals, t, key):  # fmt: skip
+    """The shield's decision for a batch of B envs: (executed actions f32 (B, a), called bool
+    (B,), critic logits f32 (B,)).
+
+    states: B single-env states of ``system``; obs f32 (B, o); proposals f32 (B, a) π_f's actions;
+    thetas f32 (B, M, d) verifier models; t i32 () or (B,) step index of the periodic call.
+    """
+    logits = critic_apply(critic_params, obs, proposals)
+    call = escalate(logits, t, knobs)
+    keys = jax.random.split(key, obs.shape[0])
+    verified = jax.lax.cond(
+        call.any(),
+        lambda: _slow(system, constraint, cfg, states, proposals, keys, thetas),
+        lambda: proposals,
+    )
+    return jnp.where(call[:, None], verified, proposals), call, logits
+
+
 def _step(system, constraint, cfg, policy_apply, critic_apply, args, carry: Carry, key):
     policy_params, critic_params, true_thetas, thetas, knobs = args
     obs = jax.vmap(system.obs)(carry.state)
     proposals = policy_apply(policy_params, obs)
-    logits = critic_apply(critic_params, obs, proposals)
-    call = escalate(logits, carry.t, knobs)
-    keys = jax.random.split(key, obs.shape[0])
-    verified = jax.lax.cond(
-        call.any(),
-        lambda: _slow(system, constraint, cfg, carry.state, proposals, keys, thetas),
-        lambda: proposals,
-    )
-    actions = jnp.where(call[:, None], verified, proposals)
+    actions, call, logits = decide(system, constraint, cfg, critic_apply, critic_params, thetas,
+                                   knobs, carry.state, obs, proposals, carry.t, key)  # fmt: skip
     nxt = jax.vmap(system.step)(true_thetas, carry.state, actions)
     violated = jax.vmap(lambda s: constraint.cost(system.obs(s)) > 0.0)(nxt)
     trace = StepTrace(
@@ -257,6 +269,50 @@ def make_runner(
         return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), trace)
 
     return Runner(jax.jit(run), traces)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shield as an action filter of a trainer's acting loop (adarl.acting.ActionFilter)
+# ---------------------------------------------------------------------------------------------
+
+
+def always_call_critic(params: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
+    """A critic without parameters: logit 0 (Q_c = 0.5) everywhere. With τ < 0.5 every step
+    escalates, so the shield is the verifier alone (no learned part)."""
+    del params, actions
+    return jnp.zeros(obs.shape[:1], jnp.float32)
+
+
+def make_action_filter(
+    system: System,
+    constraint: Constraint,
+    cfg: ShieldConfig,
+    thetas: jax.Array,
+    knobs: Knobs,
+    *,
+    critic_apply: Callable[[Any, jax.Array, jax.Array], jax.Array] = always_call_critic,
+    critic_params: Any = None,
+    inner: Callable[[Any], Any] = wrappers.inner_state,
+    action_repeat: int = 1,
+) -> acting.ActionFilter:
+    """The shield as a trainer's :data:`adarl.acting.ActionFilter` on a batched env.
+
+    ``inner(env_state)`` gives the B single-env states ``system`` steps (for
+    :func:`adarl.wrappers.wrap` envs: the state without the wrapper's bookkeeping); the verifier
+    uses the M models ``thetas`` f32 (M, d) for every env; the periodic call counts control steps
+    of the running episode (``info["steps"] // action_repeat``). The filter is pure: it compiles
+    into the trainer's step, once per configuration (its arrays are constants of that program).
+    """
+
+    def action_filter(env_state, actions, key):
+        b = actions.shape[0]
+        th = jnp.broadcast_to(jnp.asarray(thetas, jnp.float32), (b,) + tuple(thetas.shape))
+        t = env_state.info["steps"] // action_repeat
+        executed, call, _ = decide(system, constraint, cfg, critic_apply, critic_params, th,
+                                   knobs, inner(env_state), env_state.obs, actions, t, key)  # fmt: skip
+        return executed, acting.FilterInfo(call, call & (executed != actions).any(-1))
+
+    return action_filter
 
 
 # ---------------------------------------------------------------------------------------------

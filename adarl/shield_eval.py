@@ -1,14 +1,17 @@
 """Shielded vs unshielded: every seed of a finished run across the wind tunnel's worst cases and
 the robustness grid (python -m experiments.shield; SAFETY_AND_ANALYSIS.md §1.5 metrics).
 
-Per seed: (1) collect unshielded rollouts under the nominal model, the seed's wind-tunnel worst
-case (``windtunnel.json`` of the run directory, written by ``python -m experiments.windtunnel``;
+Per seed: (1) collect unshielded rollouts under the nominal model, the seed's ``num_worst``
+wind-tunnel worst cases (``windtunnel.json`` of the run directory, written by
+``python -m experiments.windtunnel``: the worst point, then the failure cases worst first;
 nominal only if absent) and uniform samples of the configured ball, and fit the safety critic on
 them (:func:`adarl.safety.fit_critic`, labels :func:`adarl.safety.violation_labels`); (2) run the
-same episodes shielded (verifier models: nominal + that worst case) and unshielded on every
-condition (nominal, worst case, grid points); (3) report violation, intervention and call rates,
-the return cost of shielding and the wall time per env step. Top of the adarl stack (reads any
-run through :mod:`adarl.loaders`).
+same episodes shielded (the verifier's M = 1 + ``num_worst`` models: nominal + those worst cases)
+and unshielded on every condition (nominal, each worst case, grid points); (3) report violation,
+intervention and call rates, the return cost of shielding and the wall time per env step.
+:func:`windtunnel_report` does the same on the nominal model and the worst cases only and adds
+the table to ``windtunnel.json`` (the wind tunnel's violation rates with and without the shield).
+Top of the adarl stack (reads any run through :mod:`adarl.loaders`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def validate_config(config: Any) -> None:
     for field in ("horizon", "num_candidates", "episodes", "label_horizon", "critic_steps"):
         harness.check_int(config, field, lo=1)
     harness.check_int(config, "num_candidates", lo=2)
+    harness.check_int(config, "num_worst", lo=1)
     harness.check_int(config, "every", lo=0)
     harness.check_range(config, "tau", lo=0.0, hi=1.0)
     harness.check_range(config, "ball_radius", lo=0.0)
@@ -43,20 +47,44 @@ def validate_config(config: Any) -> None:
     sharding.trainer_mesh(config, {}, "the shield evaluation (adarl.shield_eval)")
 
 
+def _full(spec: Any, named: dict[str, float]) -> np.ndarray:
+    theta = np.asarray(spec.nominal, np.float32).copy()
+    for name, value in named.items():
+        theta[spec.names.index(name)] = value
+    return theta
+
+
+def worst_cases(workdir: str, spec: Any, num_seeds: int, num_worst: int) -> np.ndarray | None:
+    """f32 (S, num_worst, d) the wind tunnel's current worst cases per seed (``windtunnel.json``):
+    the worst point found, then distinct failure cases worst first; a seed with fewer repeats
+    its worst point. None when the run has no ``windtunnel.json``."""
+    path = os.path.join(workdir, wt.WINDTUNNEL_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        per_seed = json.load(f)["per_seed"]
+    out = np.tile(np.asarray(spec.nominal, np.float32), (num_seeds, num_worst, 1))
+    for s, entry in enumerate(per_seed[:num_seeds]):
+        cases = [_full(spec, entry["worst_params"][0])]
+        for case in entry.get("failures", []):
+            theta = _full(spec, case["params"][0])
+            if len(cases) < num_worst and not any(np.allclose(theta, c) for c in cases):
+                cases.append(theta)
+        out[s] = np.stack(cases + cases[:1] * (num_worst - len(cases)))
+    return out
+
+
 def conditions(workdir: str, spec: Any, config: Any, run_config: Any, num_seeds: int):
-    """name -> f32 (S, d) true parameters per seed: nominal, the wind tunnel's worst case per seed
-    (if ``windtunnel.json`` exists) and the robustness grid points."""
+    """name -> f32 (S, d) true parameters per seed: nominal, the wind tunnel's worst cases per
+    seed (``worst #i``, if ``windtunnel.json`` exists) and, with ``config.grid``, the robustness
+    grid points."""
     nominal = np.asarray(spec.nominal, np.float32)
     out = {"nominal": np.tile(nominal, (num_seeds, 1))}
-    path = os.path.join(workdir, wt.WINDTUNNEL_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            per_seed = json.load(f)["per_seed"]
-        worst = np.tile(nominal, (num_seeds, 1))
-        for s, entry in enumerate(per_seed[:num_seeds]):
-            for name, value in entry["worst_params"][0].items():
-                worst[s, spec.names.index(name)] = value
-        out["worst"] = worst
+    worst = worst_cases(workdir, spec, num_seeds, config.num_worst)
+    for i in range(0 if worst is None else worst.shape[1]):
+        out[f"worst #{i + 1}"] = worst[:, i]
+    if not config.get("grid", True):
+        return out
     names = tuple(config.grid_params) or tuple(run_config.eval.get("grid_params", ()) or ())
     names = names or spec.names[:2]
     v1, v2 = robust_eval.grid_points(spec, names, tuple(config.grid_scales))
@@ -74,14 +102,15 @@ def _episodes(theta: np.ndarray, n: int) -> jax.Array:
 
 
 def fit_seed_critic(built, policy_params, spec, config, worst, models, key):
-    """The safety critic of one seed, fitted on unshielded rollouts under nominal, worst-case and
-    ball-sampled dynamics (the wind-tunnel and training distributions)."""
+    """The safety critic of one seed, fitted on unshielded rollouts under nominal, worst-case
+    (``worst`` f32 (W, d)) and ball-sampled dynamics (the wind-tunnel and training
+    distributions)."""
     n = config.episodes
     space = wt.space_from_spec(spec)
     ball = wt.make_ball("box", space, config.ball_radius)
     k_ball, k_run, k_fit = jax.random.split(key, 3)
     sampled = jax.vmap(ball.to_params)(ball.sample(k_ball, n))[:, 0]
-    thetas = [_episodes(spec.nominal, n), _episodes(worst, n), sampled]
+    thetas = [_episodes(spec.nominal, n), *(_episodes(w, n) for w in worst), sampled]
     off = shield.Knobs(jnp.float32(1.0), jnp.int32(0))
     obs, act, labels = [], [], []
     # the unshielded runs never call the verifier, so any critic parameters do
@@ -125,8 +154,9 @@ def evaluate_seed(built, run, spec, config, conds, s: int) -> dict[str, Any]:
     """Metrics shielded/unshielded on every condition for seed ``s``."""
     pp = jax.tree.map(lambda x: x[s], run.params)
     n = config.episodes
-    worst = conds.get("worst", conds["nominal"])[s]
-    models = jnp.asarray(np.stack([spec.nominal, worst]), jnp.float32)
+    names = [k for k in conds if k.startswith("worst")] or ["nominal"] * config.num_worst
+    worst = np.stack([conds[k][s] for k in names])  # (W, d)
+    models = jnp.asarray(np.concatenate([np.asarray(spec.nominal)[None], worst]), jnp.float32)
     critic_params, pos_rate = fit_seed_critic(
         built, pp, spec, config, worst, models, jax.random.PRNGKey(1000 + s)
     )
@@ -181,9 +211,72 @@ def markdown(table: dict[str, Any], algo: str) -> str:
     return "\n".join(rows)
 
 
+PLOT_FILE = "shield.png"
+PLOT_METRICS = ("violation_rate", "intervention_rate", "call_rate", "return")
+
+
+def plot(table: dict[str, Any], path: str, title: str = "") -> str:
+    """Bars of IQM with 95% CI whiskers, shielded vs unshielded, per condition group, one panel
+    per metric of :data:`PLOT_METRICS`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(table)
+    fig, axes = plt.subplots(1, len(PLOT_METRICS), figsize=(3.2 * len(PLOT_METRICS), 3.4))
+    x = np.arange(len(groups))
+    for ax, metric in zip(axes, PLOT_METRICS, strict=True):
+        for j, mode in enumerate(("unshielded", "shielded")):
+            cells = [table[g][mode][metric] for g in groups]
+            iqm = np.array([c["iqm"] for c in cells])
+            err = np.abs(np.array([c["ci"] for c in cells]).T - iqm)
+            ax.bar(x + (j - 0.5) * 0.38, iqm, 0.38, yerr=err, capsize=3, label=mode)
+        ax.set_xticks(x, groups)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
-    """Writes ``shield.json`` (per seed, per condition, per mode; summary table) into
-    ``workdir`` and returns it."""
+    """Writes ``shield.json`` (per seed, per condition, per mode; summary table) and the plot
+    ``shield.png`` into ``workdir`` and returns the JSON dict."""
+    out = evaluate(workdir, config)
+    with open(os.path.join(workdir, SHIELD_FILE), "w") as f:
+        json.dump(out, f, indent=2, default=float)
+    n = len(out["per_seed"])
+    plot(out["table"], os.path.join(workdir, PLOT_FILE),
+         f"{out['algo']}: IQM [95% CI] over {n} seeds")  # fmt: skip
+    return out
+
+
+def windtunnel_report(workdir: str, config: Any) -> dict[str, Any]:
+    """The wind tunnel's violation rates with and without the shield: :func:`evaluate` on the
+    nominal model and the worst cases of ``windtunnel.json`` (no grid), added to that file as
+    its ``shield`` section (table, markdown, per-seed rows); returns the section."""
+    if not os.path.exists(os.path.join(workdir, wt.WINDTUNNEL_FILE)):
+        raise FileNotFoundError(f"no {wt.WINDTUNNEL_FILE} in {workdir}: run the wind tunnel first")
+    config = config.copy_and_resolve_references()  # the caller's config stays as it was
+    config.grid = False
+    res = evaluate(workdir, config)
+    section = {k: res[k] for k in ("table", "markdown", "per_seed", "conditions", "config")}
+    path = os.path.join(workdir, wt.WINDTUNNEL_FILE)
+    with open(path) as f:
+        report = json.load(f)
+    report["shield"] = section
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    return section
+
+
+def evaluate(workdir: str, config: Any) -> dict[str, Any]:
+    """Shielded vs unshielded metrics of every seed of the run in ``workdir`` (see the module
+    docstring); returns the JSON dict (algo, table, markdown, per_seed, conditions, config)."""
     validate_config(config)
     run = loaders.load_run(workdir)
     task = tasks.make_task(run.config, train_sampler=False)
@@ -202,6 +295,4 @@ def evaluate_run(workdir: str, config: Any) -> dict[str, Any]:
            "markdown": markdown(table, algo), "per_seed": per_seed,
            "conditions": {k: v.tolist() for k, v in conds.items()},
            "config": config.to_dict() if hasattr(config, "to_dict") else dict(config)}  # fmt: skip
-    with open(os.path.join(workdir, SHIELD_FILE), "w") as f:
-        json.dump(out, f, indent=2, default=float)
     return out

@@ -247,6 +247,13 @@ class BatchedEnv:
         return merged.replace(reward=nxt.reward, done=done_f, metrics=nxt.metrics, info=new_info)
 
 
+def inner_state(state: State) -> State:
+    """The batched single-env states inside a :class:`BatchedEnv` state (the wrapper's ``info``
+    bookkeeping removed), as ``BatchedEnv.step`` hands them to the env; e.g. for a verifier that
+    simulates ahead from them."""
+    return state.replace(info={k: v for k, v in state.info.items() if k not in _WRAPPER_KEYS})
+
+
 _WRAPPER_KEYS = (
     "params",
     "episode",

@@ -39,6 +39,16 @@ def _base(train: ml_collections.ConfigDict, attack: ml_collections.ConfigDict):
     # --config.train.parallel override cannot be silently ignored).
     del train.parallel, attack.parallel
     c.parallel = parallel.default_config()  # mesh, processes (issue 23)
+    c.shield = ml_collections.ConfigDict()  # train shielded (adarl.shield in PPO's acting loop)
+    c.shield.enabled = False
+    c.shield.constraint = "cartpole"  # adarl.safety.CONSTRAINTS (the cpu task: cart position)
+    c.shield.constraint_kwargs = ml_collections.ConfigDict()
+    c.shield.horizon = 10  # K: backup-policy steps per verifier rollout
+    c.shield.num_candidates = 4  # N: a_f, N-2 perturbations, the backup action
+    c.shield.noise = 0.5
+    c.shield.num_worst = 2  # verifier models: nominal + the bank's most severe failures
+    c.shield.tau = 0.0  # no critic in the loop (Q_c = 0.5): tau < 0.5 verifies every step
+    c.shield.every = 0  # ... tau >= 0.5: only every k-th step (0 = never)
     return c
 
 
@@ -48,6 +58,10 @@ def smoke() -> ml_collections.ConfigDict:
     c.round_updates = 1
     c.max_rounds = 2
     c.bank.capacity = 4
+    c.shield.constraint = "pendulum"  # the smoke task: joint-velocity limit
+    c.shield.horizon = 3
+    c.shield.num_candidates = 2
+    c.shield.num_worst = 1
     return c
 
 

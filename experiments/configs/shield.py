@@ -31,6 +31,8 @@ def base() -> ml_collections.ConfigDict:
     c.critic_hidden = (64, 64)
     c.critic_steps = 500
     c.ball_radius = 0.3  # box ball (scaled units) sampled for critic data
+    c.num_worst = 2  # wind-tunnel worst cases per seed: conditions and verifier models (M = 1 + W)
+    c.grid = True  # also the robustness grid (windtunnel_report: worst cases only)
     c.grid_params = ()  # () = the run's eval.grid_params, else the first two spec parameters
     c.grid_scales = (0.5, 1.5)  # multipliers of the nominal value
     # Devices: checked (mesh, no FSDP); the shielded rollouts run replicated for now.

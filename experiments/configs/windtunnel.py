@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 import harness
+from experiments.configs import shield as shield_configs
 from harness import parallel
 
 
@@ -46,6 +47,10 @@ def base() -> ml_collections.ConfigDict:
     c.grad.lr = 0.2
     # Devices: candidate dynamics (candidates x atoms x episodes) split over 'data'.
     c.parallel = parallel.default_config()  # mesh, processes (issue 23)
+    # violation rates with and without the shield on the worst cases found (windtunnel.json's
+    # "shield" section; verifier models = nominal + these worst cases): adarl.shield_eval
+    c.shield_report = False
+    c.shield = shield_configs.get_config("cpu")
     return c
 
 
@@ -60,6 +65,7 @@ def smoke() -> ml_collections.ConfigDict:
     c.cmaes.generations = 2
     c.grad.restarts = 1
     c.grad.steps = 2
+    c.shield = shield_configs.get_config("smoke")
     return c
 
 

@@ -255,3 +255,54 @@ def test_config_errors_name_the_full_field_path():
     cfg.windtunnel.ball = "nope"
     with pytest.raises(co.harness.ConfigError, match=r"config\.windtunnel\.ball"):
         co.validate_config(cfg)
+    cfg = cfgs.get_config("smoke")
+    cfg.shield.enabled = True
+    cfg.shield.constraint = "nope"
+    with pytest.raises(co.harness.ConfigError, match=r"config\.shield\.constraint='nope'"):
+        co.validate_config(cfg)
+    cfg.shield.constraint, cfg.shield.num_candidates = "pendulum", 1
+    with pytest.raises(co.harness.ConfigError, match=r"config\.shield\.num_candidates"):
+        co.validate_config(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shielded training in the loop
+# ---------------------------------------------------------------------------------------------
+
+
+class _Spec:
+    nominal = np.array([1.0, 2.0], np.float32)
+
+
+def test_verifier_models_are_nominal_then_worst_bank_entries():
+    bank = co.bank_init(4, 2)
+    params = np.array([[5.0, 5.0], [3.0, 3.0], [9.0, 9.0]])
+    bank = co.bank_insert_many(bank, params, [1.0, 7.0, 4.0], [0, 0, 0],
+                               scale=jnp.ones(2), min_distance=0.1)  # fmt: skip
+    got = co.verifier_models(_Spec, bank, 2)
+    np.testing.assert_array_equal(got, [[1.0, 2.0], [3.0, 3.0], [9.0, 9.0]])  # by severity
+    # fewer failures than asked: the rest repeat the nominal model
+    got = co.verifier_models(_Spec, co.bank_init(4, 2), 2)
+    np.testing.assert_array_equal(got, np.tile(_Spec.nominal, (3, 1)))
+
+
+def test_shield_filter_is_identity_when_disabled():
+    from experiments.configs import coevolve as cfgs
+
+    cfg = cfgs.get_config("smoke")
+    assert co.shield_filter(cfg, None, _Spec, co.bank_init(2, 2)) is co.acting.identity_filter
+
+
+@pytest.mark.slow
+def test_coevolve_smoke_trains_shielded(tmp_path, capsys):
+    """MJX pendulum, PPO with the shield in the acting loop (verifier: nominal + bank's worst)."""
+    from experiments.configs import coevolve as cfgs
+
+    cfg = cfgs.get_config("smoke")
+    cfg.shield.enabled = True
+    cfg.max_rounds = 1
+    out = co.train_and_coevolve(cfg, str(tmp_path))
+    assert len(out["history"]) == 2
+    rates = [line for line in capsys.readouterr().out.splitlines() if "shield call rate" in line]
+    assert len(rates) == cfg.pretrain_updates + cfg.round_updates
+    assert all("call rate 1.000" in line for line in rates)  # tau = 0: verify every step

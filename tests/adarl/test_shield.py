@@ -184,18 +184,53 @@ def test_learned_critic_separates_risky_states_and_drives_the_shield(toy, unshie
 
 @pytest.mark.slow  # trains a smoke run first (minutes of MJX compiles on CPU)
 def test_shield_experiment_on_a_smoke_run(tmp_path):
+    import json
+
     from adarl import shield_eval, train
     from experiments.configs import adarl as adarl_cfgs
     from experiments.configs import shield as shield_cfgs
+    from experiments.configs import windtunnel as wt_cfgs
 
     rc = adarl_cfgs.get_config("smoke")
     rc.env.name = "CartpoleSwingup"
     train.train_and_evaluate(rc, str(tmp_path))
+    wc = wt_cfgs.get_config("smoke")
+    wc.grid = False
+    wt.evaluate_run(str(tmp_path), wc)
+    # the wind tunnel's report: nominal + the worst cases, with and without the shield
+    section = shield_eval.windtunnel_report(str(tmp_path), wc.shield)
+    with open(tmp_path / wt.WINDTUNNEL_FILE) as f:
+        assert set(json.load(f)["shield"]["table"]) == {"nominal", "worst"}
+    assert set(section["conditions"]) == {"nominal", "worst #1", "worst #2"}
     out = shield_eval.evaluate_run(str(tmp_path), shield_cfgs.get_config("smoke"))
-    assert set(out["table"]) >= {"nominal", "grid"}
+    assert set(out["table"]) == {"nominal", "worst", "grid"}
     for seed in out["per_seed"]:
         for row in seed["conditions"].values():
             assert row["unshielded"]["call_rate"] == 0.0
             s = row["shielded"]
             assert 0.0 <= s["intervention_rate"] <= s["call_rate"] <= 1.0
     assert (tmp_path / shield_eval.SHIELD_FILE).exists()
+
+
+def test_worst_cases_from_windtunnel_json(tmp_path):
+    import json
+
+    from adarl import shield_eval
+
+    class Spec:
+        names = ("a", "b")
+        nominal = np.array([1.0, 2.0], np.float32)
+
+    def case(a, b):
+        return {"params": [{"a": a, "b": b}]}
+
+    per_seed = [
+        # worst point, then failures worst first; the first failure repeats the worst point
+        {"worst_params": [{"a": 5.0}], "failures": [case(5.0, 2.0), case(3.0, 1.0), case(4, 4)]},
+        {"worst_params": [{"b": 7.0}], "failures": []},  # too few: the worst point repeats
+    ]
+    assert shield_eval.worst_cases(str(tmp_path), Spec, 2, 2) is None  # no windtunnel.json
+    (tmp_path / wt.WINDTUNNEL_FILE).write_text(json.dumps({"per_seed": per_seed}))
+    got = shield_eval.worst_cases(str(tmp_path), Spec, 2, 2)
+    np.testing.assert_array_equal(got[0], [[5.0, 2.0], [3.0, 1.0]])
+    np.testing.assert_array_equal(got[1], [[1.0, 7.0], [1.0, 7.0]])
