@@ -21,4 +21,4 @@ def main(config, workdir: str) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(__doc__, main)
+    cli.run(__doc__, main, resolve=train.resolve_config)

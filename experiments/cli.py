@@ -137,13 +137,16 @@ def run(
     *,
     default_config: str | None = None,
     claim: bool = True,
+    resolve: Callable[[Any], Any] | None = None,
     argv: Sequence[str] | None = None,
 ) -> None:
     """Parses the command line and calls ``main(config, workdir)`` with clean errors.
 
     ``claim``: the command writes a run into ``--workdir`` (checked before anything is built by
     :func:`harness.claim_workdir`); commands that read a finished run (the wind tunnel) pass
-    False.
+    False. ``resolve``: the trainer's own config completion (e.g. the fields an algorithm pins,
+    :func:`adarl.train.resolve_config`), applied before the claim so that the workdir records
+    the config the trainer will run and claims again without a mismatch.
     """
     argv = list(sys.argv if argv is None else argv)
     try:
@@ -170,9 +173,10 @@ def run(
                 # checks the mesh against the devices that exist (issue 23).
                 parallel.initialize(FLAGS.config)
                 parallel.mesh_shape(FLAGS.config)
+            config = FLAGS.config if resolve is None else resolve(FLAGS.config)
             if claim:
-                harness.claim_workdir(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
-            main(FLAGS.config, FLAGS.workdir)
+                harness.claim_workdir(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+            main(config, FLAGS.workdir)
         except harness.ConfigError as err:
             _fail(str(err))
         except (harness.CheckpointError, harness.NonFiniteError) as err:

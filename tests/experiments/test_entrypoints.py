@@ -155,3 +155,27 @@ def test_compare_refuses_runs_missing_the_data_it_needs(tmp_path):
     ok = _cli("compare", [f"--run={run}", f"--out={tmp_path / 'out'}", "--allow_missing"])
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "n/a" in ok.stdout
+
+
+def test_adarl_cli_records_the_config_its_algorithm_pins(tmp_path):
+    """``--config.algo=sac`` pins fields (adarl.train.PAPER_SAC): the CLI claims the workdir
+    with the resolved config, so the trainer's own claim matches it (it used to refuse a fresh
+    workdir as "a run with a different config"). A bad batch size stops the run after the claim
+    with the trainer's ConfigError, before anything compiles."""
+    import json
+
+    run_dir = tmp_path / "run"
+    args = [
+        "--config=experiments/configs/adarl.py:smoke",
+        "--config.algo=sac",
+        "--config.train.batch_size=0",
+        f"--workdir={run_dir}",
+    ]
+    for _ in range(2):  # the same command again: same workdir, same config, no refusal
+        out = _cli("adarl", args)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert "train.batch_size" in out.stderr and "different config" not in out.stderr
+        assert "Compiling" not in out.stdout + out.stderr
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["network"]["low_rank"] is False
+    assert saved["sac"]["lr_schedule"] == "constant" and saved["sac"]["warmup_steps"] == 0
