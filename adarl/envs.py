@@ -160,7 +160,7 @@ GYM_CONFIGS: dict[str, GymConfig] = {
 }
 
 
-class GymLocomotion(mjx_env.MjxEnv):
+class GymLocomotion(gym_tasks.ModelProperties, mjx_env.MjxEnv):
     """Gym-v4 Hopper/Walker2d/Ant/Humanoid on MJX (reward/termination/obs as Gym v4).
 
     Reward: ``w_f · v_x + healthy_reward − ctrl_cost_weight · |ctrl|²`` with v_x the torso's
@@ -281,22 +281,6 @@ class GymLocomotion(mjx_env.MjxEnv):
     @property
     def xml_path(self) -> str:
         return str(_brax_asset(self._gym.xml))
-
-    @property
-    def action_size(self) -> int:
-        return int(self._mj_model.nu)
-
-    @property
-    def mj_model(self) -> mujoco.MjModel:
-        return self._mj_model
-
-    @property
-    def mjx_model(self) -> mjx.Model:
-        return self._mjx_model
-
-    @property
-    def episode_length(self) -> int:
-        return self._gym.episode_length
 
 
 # --------------------------------------------------------------------------------------------

@@ -278,7 +278,28 @@ def reward_terms(
     return terms
 
 
-class GymV5Locomotion(mjx_env.MjxEnv):
+class ModelProperties:
+    """Playground ``MjxEnv`` properties read from ``_mj_model``/``_mjx_model`` and the task
+    config's ``episode_length`` (``_gym``); shared by the Gym v4 and v5 locomotion tasks."""
+
+    @property
+    def action_size(self) -> int:
+        return int(self._mj_model.nu)
+
+    @property
+    def mj_model(self) -> mujoco.MjModel:
+        return self._mj_model
+
+    @property
+    def mjx_model(self) -> mjx.Model:
+        return self._mjx_model
+
+    @property
+    def episode_length(self) -> int:
+        return self._gym.episode_length
+
+
+class GymV5Locomotion(ModelProperties, mjx_env.MjxEnv):
     """A Gymnasium v5 locomotion task on MJX (module docstring); Playground's MjxEnv interface.
 
     Args:
@@ -359,22 +380,6 @@ class GymV5Locomotion(mjx_env.MjxEnv):
     @property
     def xml_path(self) -> str:
         return gymnasium_asset(self._gym.xml)
-
-    @property
-    def action_size(self) -> int:
-        return int(self._mj_model.nu)
-
-    @property
-    def mj_model(self) -> mujoco.MjModel:
-        return self._mj_model
-
-    @property
-    def mjx_model(self) -> mjx.Model:
-        return self._mjx_model
-
-    @property
-    def episode_length(self) -> int:
-        return self._gym.episode_length
 
 
 _METRICS = ("reward_forward", "reward_survive", "reward_ctrl", "reward_contact", "x_velocity")
