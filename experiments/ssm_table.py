@@ -526,21 +526,32 @@ def aggregate(out: str, rows: Sequence[str], seeds: Sequence[int], command_line:
 # ---------------------------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("rows", ["all"], f"Presets (rows) or 'all' = {', '.join(ROWS)}.")
-flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (MQAR/ListOps use the first 3).")
-flags.DEFINE_integer("workers", 1, "Parallel run processes.")
-flags.DEFINE_string("out", None, "Output directory.")
-flags.DEFINE_float("steps_scale", 1.0, "Multiply every preset's gradient steps (a quick check).")
-flags.DEFINE_float("timeout_s", 600.0, "Per-run wall-clock limit (the run is killed).")
-flags.DEFINE_float("budget_s", 0.0, "Launch no run after this many seconds (0: no limit).")
-flags.DEFINE_float("deadline_s", 0.0, "Kill runs still going at this many seconds (0: none).")
-flags.DEFINE_float("mem_fraction", 0.0, "XLA_PYTHON_CLIENT_MEM_FRACTION per run (0: 0.9/workers).")
-flags.DEFINE_bool("compile_cache", True, "Share a persistent JAX compilation cache in <out>.")
-flags.DEFINE_multi_string("set", [], "field=value passed as --config.field=value to every run.")
-flags.DEFINE_bool("aggregate_only", False, "Only rebuild the table from finished workdirs.")
-flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples.")
-flags.DEFINE_string("commit", "", "The commit to record when the tree has no .git (default: git).")
-flags.mark_flags_as_required(["out"])
+
+
+def define_flags() -> None:
+    """The command's flags; defined only when it runs, so that importing this module (tests,
+    other scripts) does not clash with other absl flag sets such as flowrl_sweep's."""
+    flags.DEFINE_list("rows", ["all"], f"Presets (rows) or 'all' = {', '.join(ROWS)}.")
+    flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (MQAR/ListOps use the first 3).")
+    flags.DEFINE_integer("workers", 1, "Parallel run processes.")
+    flags.DEFINE_string("out", None, "Output directory.")
+    flags.DEFINE_float(
+        "steps_scale", 1.0, "Multiply every preset's gradient steps (a quick check)."
+    )
+    flags.DEFINE_float("timeout_s", 600.0, "Per-run wall-clock limit (the run is killed).")
+    flags.DEFINE_float("budget_s", 0.0, "Launch no run after this many seconds (0: no limit).")
+    flags.DEFINE_float("deadline_s", 0.0, "Kill runs still going at this many seconds (0: none).")
+    flags.DEFINE_float(
+        "mem_fraction", 0.0, "XLA_PYTHON_CLIENT_MEM_FRACTION per run (0: 0.9/workers)."
+    )
+    flags.DEFINE_bool("compile_cache", True, "Share a persistent JAX compilation cache in <out>.")
+    flags.DEFINE_multi_string("set", [], "field=value passed as --config.field=value to every run.")
+    flags.DEFINE_bool("aggregate_only", False, "Only rebuild the table from finished workdirs.")
+    flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples.")
+    flags.DEFINE_string(
+        "commit", "", "The commit to record when the tree has no .git (default: git)."
+    )
+    flags.mark_flags_as_required(["out"])
 
 
 def main(argv: Sequence[str]) -> None:
@@ -577,4 +588,5 @@ def underscore_flags(argv: Sequence[str]) -> list[str]:
 if __name__ == "__main__":
     # The runs own the GPU: this process never starts a backend, and would not preallocate.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    define_flags()
     app.run(main, argv=underscore_flags(sys.argv))
