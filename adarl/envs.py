@@ -195,14 +195,8 @@ class GymLocomotion(gym_tasks.ModelProperties, mjx_env.MjxEnv):
     # -- MjxEnv interface ------------------------------------------------------------------
 
     def reset(self, rng: jax.Array) -> State:
-        cfg, m = self._gym, self.mjx_model
-        rng, k_q, k_v = jax.random.split(rng, 3)
-        s = cfg.reset_noise_scale
-        qpos = jnp.asarray(m.qpos0) + jax.random.uniform(k_q, (m.nq,), minval=-s, maxval=s)
-        if cfg.qvel_noise_normal:
-            qvel = s * jax.random.normal(k_v, (m.nv,))
-        else:
-            qvel = jax.random.uniform(k_v, (m.nv,), minval=-s, maxval=s)
+        m = self.mjx_model
+        rng, qpos, qvel = self.reset_noise(rng)
         data = mjx_env.make_data(self.mj_model, qpos=qpos, qvel=qvel, impl="jax")
         data = mjx.forward(m, data)
         zero = jnp.zeros(())

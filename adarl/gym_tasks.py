@@ -280,7 +280,7 @@ def reward_terms(
 
 class ModelProperties:
     """Playground ``MjxEnv`` properties read from ``_mj_model``/``_mjx_model`` and the task
-    config's ``episode_length`` (``_gym``); shared by the Gym v4 and v5 locomotion tasks."""
+    config's ``episode_length`` and reset noise (``_gym``); shared by the Gym v4 and v5 tasks."""
 
     @property
     def action_size(self) -> int:
@@ -297,6 +297,19 @@ class ModelProperties:
     @property
     def episode_length(self) -> int:
         return self._gym.episode_length
+
+    def reset_noise(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Gym's ``reset_model`` draw: (rng, qpos0 + U(-s, s), qvel U(-s, s) or s N(0, 1)) with
+        s = ``reset_noise_scale``; f32 (nq,), (nv,)."""
+        cfg, m = self._gym, self._mj_model
+        rng, k_q, k_v = jax.random.split(rng, 3)
+        s = cfg.reset_noise_scale
+        qpos = jnp.asarray(m.qpos0) + jax.random.uniform(k_q, (m.nq,), minval=-s, maxval=s)
+        if cfg.qvel_noise_normal:
+            qvel = s * jax.random.normal(k_v, (m.nv,))
+        else:
+            qvel = jax.random.uniform(k_v, (m.nv,), minval=-s, maxval=s)
+        return rng, qpos, qvel
 
 
 class GymV5Locomotion(ModelProperties, mjx_env.MjxEnv):
@@ -343,14 +356,7 @@ class GymV5Locomotion(ModelProperties, mjx_env.MjxEnv):
 
     def reset(self, rng: jax.Array) -> State:
         """Gymnasium v5's ``reset_model``: qpos0 + U(-s, s); qvel U(-s, s) or s N(0, 1)."""
-        cfg, m = self._gym, self._mj_model
-        rng, k_q, k_v = jax.random.split(rng, 3)
-        s = cfg.reset_noise_scale
-        qpos = jnp.asarray(m.qpos0) + jax.random.uniform(k_q, (m.nq,), minval=-s, maxval=s)
-        if cfg.qvel_noise_normal:
-            qvel = s * jax.random.normal(k_v, (m.nv,))
-        else:
-            qvel = jax.random.uniform(k_v, (m.nv,), minval=-s, maxval=s)
+        rng, qpos, qvel = self.reset_noise(rng)
         return self.state_from(qpos, qvel, rng)
 
     def step(self, state: State, action: jax.Array) -> State:

@@ -23,21 +23,14 @@ from experiments.configs import coevolve as coevolve_configs
 from experiments.configs import rnac as rnac_configs
 from experiments.configs import shield as shield_configs
 from experiments.configs import windtunnel as wt_configs
+from tests import devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_four_devices_equal_one_device():
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT,
-    )
     script = os.path.join(ROOT, "tests", "adarl", "parallel_script.py")
-    out = subprocess.run(
-        [sys.executable, script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
+    out = devices.run_python([script], devices=4, timeout=900, PYTHONPATH=ROOT)
     assert out.returncode == 0, out.stderr[-4000:]
     for name in ("sac", "checkpoint", "ppo", "windtunnel", "bad_mesh"):
         assert f"OK {name}" in out.stdout

@@ -1,10 +1,9 @@
 """The data-parallel helper on 4 emulated CPU devices (run in a subprocess: XLA_FLAGS must be
 set before JAX starts, and the rest of the suite runs on one device)."""
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from tests import devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -46,17 +45,6 @@ SCRIPT = textwrap.dedent(
 
 
 def test_data_parallel_matches_single_device():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
-    )
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        env=env,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = devices.run_python(["-c", SCRIPT], devices=4, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout

@@ -7,9 +7,9 @@ the suite runs on one device.
 """
 
 import os
-import subprocess
-import sys
 import textwrap
+
+from tests import devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -95,16 +95,6 @@ SCRIPT = textwrap.dedent(
 
 
 def test_lm_update_on_4_devices_equals_one_device():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", "import os\n" + SCRIPT],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = devices.run_python(["-c", "import os\n" + SCRIPT], devices=4, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout, out.stdout[-2000:]
