@@ -205,8 +205,9 @@ def cpu_robust_reacher() -> ml_collections.ConfigDict:
     task cannot show the claim): ReacherEasy (action repeat 4, d_a = 2), arm mass, hand mass
     and shoulder gear drawn per episode from nominal ± 50%, evaluated on an arm mass × shoulder
     gear grid 0.25-4×; schedule, truncations and budget as ``cpu_robust``. Arms:
-    ``cpu_robust_reacher`` (AdaRL), ``cpu_robust_reacher_sac`` (dense) and
-    ``cpu_robust_reacher_rank5`` (fixed rank 2·d_a + 1)."""
+    ``cpu_robust_reacher`` (AdaRL), ``cpu_robust_reacher_sac`` (dense),
+    ``cpu_robust_reacher_sac_factorised`` (full rank 64), ``cpu_robust_reacher_rank5`` (fixed
+    rank 2·d_a + 1) and ``cpu_robust_reacher_rank10``."""
     c = cpu_robust()
     c.env.name = "ReacherEasy"
     c.env.action_repeat = 4  # PlaNet's setting for reacher: 250 decisions per episode
@@ -288,6 +289,7 @@ PRESETS = {
     "cpu_robust_rank8": lambda: _fixed_rank(8),
     "cpu_robust_reacher": cpu_robust_reacher,
     "cpu_robust_reacher_rank5": lambda: _fixed_rank(5, cpu_robust_reacher),  # d_a = 2
+    "cpu_robust_reacher_rank10": lambda: _fixed_rank(10, cpu_robust_reacher),
 }
 PAPER_PRESETS = ("hopper", "walker2d", "ant", "humanoid")
 for _name in ("cpu", "cpu_robust", "cpu_robust_reacher", "hopper", "walker2d", "ant", "humanoid"):
