@@ -199,7 +199,9 @@ ROBUST_ARMS = {
 REACHER_ARMS = {
     "cpu_robust_reacher": ("adarl", True, 64),
     "cpu_robust_reacher_sac": ("sac", False, 64),
+    "cpu_robust_reacher_sac_factorised": ("sac_factorised", True, 64),
     "cpu_robust_reacher_rank5": ("sac_factorised", True, 5),
+    "cpu_robust_reacher_rank10": ("sac_factorised", True, 10),
 }
 
 
