@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from adarl import robust_eval
 
-ROBUSTNESS_FILE = "robustness.json"
+ROBUSTNESS_FILE = robust_eval.TRAIN_GRID_FILE
 HEATMAP_FILE = "robustness.png"
 
 

@@ -210,12 +210,74 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-METRICS: dict[str, tuple[str, str]] = {
-    # table column -> (file in the run directory, JSON field)
-    "nominal": (ROBUST_FILE, "nominal_return"),
-    "grid_mean": (ROBUST_FILE, "grid_mean"),
-    "worst_case": ("windtunnel.json", "worst_return"),
+TRAIN_GRID_FILE = "robustness.json"  # the trainer's own end-of-run grid (adarl.evaluate)
+SUMMARY_FILE = "summary.json"  # harness.run_experiment's summary (wall_time_s)
+
+
+def grid_cvar(returns: Any, alpha: float = 0.1) -> float:
+    """Lower-tail CVaR over the cells of one seed's grid: the mean of the worst
+    ``ceil(alpha · cells)`` cell returns (25 cells, alpha 0.1: the worst 3)."""
+    r = np.sort(np.asarray(returns, np.float64).ravel())
+    return float(r[: max(1, math.ceil(alpha * r.size))].mean())
+
+
+class Source(NamedTuple):
+    """Where a table metric is read: ``file`` in the run directory, a key ``path`` into its
+    JSON, and an optional ``transform`` of the value found (to per-seed values)."""
+
+    file: str
+    path: tuple[str, ...]
+    transform: Callable[[Any], Any] | None = None
+
+
+class Metric(NamedTuple):
+    """A table column: its sources, tried in order (the first file present wins); a required
+    metric missing from a run is an error in :func:`missing`, an optional one is ``n/a``."""
+
+    sources: tuple[Source, ...]
+    required: bool = True
+
+
+METRICS: dict[str, Metric] = {
+    # The wind tunnel's grid (robust_eval.json) wins; without it, the trainer's own grid.
+    "nominal": Metric(
+        (Source(ROBUST_FILE, ("nominal_return",)), Source(TRAIN_GRID_FILE, ("nominal",)))
+    ),
+    "grid_mean": Metric(
+        (Source(ROBUST_FILE, ("grid_mean",)), Source(TRAIN_GRID_FILE, ("grid_mean",)))
+    ),
+    "grid_cvar10": Metric(
+        (
+            Source(ROBUST_FILE, ("per_seed",), lambda ps: [grid_cvar(p["returns"]) for p in ps]),
+            Source(TRAIN_GRID_FILE, ("grid",), lambda gs: [grid_cvar(g) for g in gs]),
+        ),
+        required=False,
+    ),
+    "worst_case": Metric((Source("windtunnel.json", ("worst_return",)),)),
+    "actor_rank": Metric(
+        (Source(TRAIN_GRID_FILE, ("final_ranks", "rank/actor_0")),), required=False
+    ),
+    "wall_s": Metric((Source(SUMMARY_FILE, ("wall_time_s",)),), required=False),
 }
+
+
+def read_metric(workdir: str, metric: Metric) -> list[float] | None:
+    """Per-seed values of ``metric`` in one run directory (a scalar counts once), or None when
+    no source file holds it."""
+    for src in metric.sources:
+        path = os.path.join(workdir, src.file)
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            value = json.load(f)
+        for key in src.path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        if src.transform is not None:
+            value = src.transform(value)
+        return [float(v) for v in value] if isinstance(value, list) else [float(value)]
+    return None
 
 
 def collect(runs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, list[float]]]:
@@ -226,15 +288,8 @@ def collect(runs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, list[float
     for algo, workdirs in runs.items():
         table = out.setdefault(algo, {m: [] for m in METRICS})
         for wd in workdirs:
-            for metric, (fname, field) in METRICS.items():
-                path = os.path.join(wd, fname)
-                if os.path.exists(path):
-                    with open(path) as f:
-                        value = json.load(f).get(field)
-                    if isinstance(value, list):
-                        table[metric].extend(float(v) for v in value)
-                    elif value is not None:
-                        table[metric].append(float(value))
+            for name, metric in METRICS.items():
+                table[name].extend(read_metric(wd, metric) or [])
     return out
 
 
@@ -244,9 +299,9 @@ def missing(runs: Mapping[str, Sequence[str]]) -> list[str]:
     for workdirs in runs.values():
         for wd in workdirs:
             absent: dict[str, list[str]] = {}
-            for metric, (fname, _) in METRICS.items():
-                if not os.path.exists(os.path.join(wd, fname)):
-                    absent.setdefault(fname, []).append(metric)
+            for name, metric in METRICS.items():
+                if metric.required and read_metric(wd, metric) is None:
+                    absent.setdefault(metric.sources[0].file, []).append(name)
             out.extend(f"{wd}: no {f} ({', '.join(m)})" for f, m in absent.items())
     return out
 
@@ -279,11 +334,15 @@ def compare(runs: Mapping[str, Sequence[str]], *, reps: int = 2000, seed: int = 
         cells = []
         for m in METRICS:
             s = metrics[m]
-            cells.append(
-                "n/a" if s["n"] == 0 else
-                f"{s['iqm']:.1f} [{s['ci_low']:.1f}, {s['ci_high']:.1f}] "
-                f"({s['mean']:.1f} ± {s['std']:.1f})"
-            )  # fmt: skip
-        n = max(metrics[m]["n"] for m in METRICS)
+            if s["n"] == 0:
+                cells.append("n/a")
+            elif s["n"] == 1:
+                cells.append(f"{s['mean']:.1f}")
+            else:
+                cells.append(
+                    f"{s['iqm']:.1f} [{s['ci_low']:.1f}, {s['ci_high']:.1f}] "
+                    f"({s['mean']:.1f} ± {s['std']:.1f})"
+                )
+        n = max(metrics[m]["n"] for m in METRICS if METRICS[m].required)
         lines.append(f"| {algo} | {n} | " + " | ".join(cells) + " |")
     return rows, "\n".join(lines)

@@ -1,5 +1,8 @@
-"""One table over algorithms × seeds: nominal return, mean over the perturbation grid, and the
-wind-tunnel worst case, each as IQM with a 95% bootstrap CI and mean ± std over seeds.
+"""One table over algorithms × seeds: nominal return, mean and worst-10% CVaR over the
+perturbation grid, the wind-tunnel worst case, the actor's final rank and the wall time, each as
+IQM with a 95% bootstrap CI and mean ± std over seeds (``adarl.robust_eval.METRICS``), and the
+arms' figures side by side (``--plots``: return curves with truncation markers, rank curves,
+robustness heat maps; ``adarl.arm_plots``).
 
     python -m experiments.compare --out /work/results/compare_cpu \
         --run /work/results/adarl/cpu_sac --run /work/results/adarl/cpu_adarl \
@@ -8,7 +11,8 @@ wind-tunnel worst case, each as IQM with a 95% bootstrap CI and mean ± std over
 ``--run [label=]DIR[,DIR...]``: run directories (one per process; each may hold several vmapped
 seeds); the label defaults to the ``algo`` of the run's ``config.json``. ``--evaluate`` first runs
 the wind tunnel (grid + search, ``experiments/configs/windtunnel.py``) on directories that lack
-``windtunnel.json``.
+``windtunnel.json``. The grid columns come from the wind tunnel's ``robust_eval.json`` when it
+exists, else from the trainer's own end-of-run ``robustness.json``.
 """
 
 import json
@@ -18,13 +22,14 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from adarl import checkpoints, robust_eval, windtunnel
+from adarl import arm_plots, checkpoints, robust_eval, windtunnel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "[label=]DIR[,DIR...] run directories.")
 flags.DEFINE_string("out", None, "Directory for compare.json and compare.md.")
 flags.DEFINE_bool("evaluate", False, "Run the wind tunnel where windtunnel.json is missing.")
 flags.DEFINE_integer("bootstrap_reps", 2000, "Bootstrap resamples.")
+flags.DEFINE_bool("plots", True, "Also write returns.png, ranks.png and heatmaps.png.")
 flags.DEFINE_bool("allow_missing", False, "Tabulate runs that lack some files (cells say n/a).")
 config_flags.DEFINE_config_file(
     "config",
@@ -72,6 +77,13 @@ def main(argv):
     with open(os.path.join(FLAGS.out, "compare.md"), "w") as f:
         f.write(table + "\n")
     print(table)
+    if FLAGS.plots:
+        written = [
+            arm_plots.plot_return_curves(runs, os.path.join(FLAGS.out, "returns.png")),
+            arm_plots.plot_rank_curves(runs, os.path.join(FLAGS.out, "ranks.png")),
+            arm_plots.plot_heatmaps(runs, os.path.join(FLAGS.out, "heatmaps.png")),
+        ]
+        print("wrote " + ", ".join(p for p in written if p))
 
 
 if __name__ == "__main__":

@@ -196,6 +196,32 @@ ROBUST_ARMS = {
 }
 
 
+REACHER_ARMS = {
+    "cpu_robust_reacher": ("adarl", True, 64),
+    "cpu_robust_reacher_sac": ("sac", False, 64),
+    "cpu_robust_reacher_sac_factorised": ("sac_factorised", True, 64),
+    "cpu_robust_reacher_rank5": ("sac_factorised", True, 5),
+    "cpu_robust_reacher_rank10": ("sac_factorised", True, 10),
+}
+
+
+def test_cpu_robust_reacher_arms_share_the_task_and_schedule():
+    """The second task's arms: ReacherEasy with 3 perturbed parameters, the oracle at 2·d_a + 1,
+    the same budget and truncation schedule as cpu_robust."""
+    resolved = {n: train_lib.resolve_config(configs.get_config(n)) for n in REACHER_ARMS}
+    base = resolved["cpu_robust_reacher"]
+    for name, (algo, low_rank, rank) in REACHER_ARMS.items():
+        c = resolved[name]
+        train_lib.validate(c)
+        assert (c.algo, c.network.low_rank, c.lowrank.init_rank) == (algo, low_rank, rank)
+        assert c.env.name == "ReacherEasy" and len(c.dynamics.params) == 3
+        for section in ("env", "dynamics", "train", "eval"):
+            assert c[section].to_dict() == base[section].to_dict(), (name, section)
+    cart = train_lib.resolve_config(configs.get_config("cpu_robust"))
+    assert base.train.to_dict() == cart.train.to_dict()
+    assert base.lowrank.interval == cart.lowrank.interval
+
+
 def test_cpu_robust_arms_differ_only_in_the_upper_level():
     """Every arm validates; AdaRL truncates 9 times, each followed by >= 10k gradient steps;
     the arms share everything but algo, dense/factorised and the (fixed) rank."""

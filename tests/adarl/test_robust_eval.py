@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adarl import acting, loaders, robust_eval
+from adarl import acting, arm_plots, loaders, robust_eval
 from adarl.params import ParamSpec
 
 LENGTH = 5  # toy episode length (steps)
@@ -140,6 +140,80 @@ def test_compare_collects_runs_and_seeds(tmp_path):
     assert s["n"] == 3 and s["iqm"] == pytest.approx(3.0) and s["std"] == pytest.approx(2.0)
     assert rows["rnac_ds"]["grid_mean"]["mean"] == pytest.approx(11.5)
     assert "| sac | 3 |" in table and "rnac_ds" in table
+
+
+def test_grid_cvar_is_the_mean_of_the_worst_cells():
+    grid = np.arange(25.0).reshape(5, 5)  # 25 cells, alpha 0.1 → the worst ceil(2.5) = 3
+    assert robust_eval.grid_cvar(grid) == pytest.approx(1.0)  # mean(0, 1, 2)
+    assert robust_eval.grid_cvar(grid, alpha=0.2) == pytest.approx(2.0)  # mean(0..4)
+    assert robust_eval.grid_cvar([[7.0]]) == 7.0
+
+
+def _training_run(d, grids, ranks, wall):
+    """A SAC/AdaRL run directory as the trainer leaves it: robustness.json + summary.json."""
+    d.mkdir()
+    g = np.asarray(grids, np.float64)
+    (d / "robustness.json").write_text(json.dumps({
+        "nominal": g[:, 2, 2].tolist(), "grid": g.tolist(), "grid_mean": g.mean((1, 2)).tolist(),
+        "final_ranks": {"rank/actor_0": ranks}, "params": ["a", "b"],
+        "values": [[1, 2, 3, 4, 5]] * 2, "scales": [0.25, 0.5, 1, 2, 4],
+    }))  # fmt: skip
+    (d / "summary.json").write_text(json.dumps({"wall_time_s": wall}))
+    (d / "windtunnel.json").write_text(json.dumps({"worst_return": g.min((1, 2)).tolist()}))
+    return str(d)
+
+
+def test_compare_reads_the_trainers_grid_cvar_rank_and_wall_time(tmp_path):
+    rng = np.random.default_rng(0)
+    grids = rng.uniform(0, 100, size=(3, 5, 5))
+    run = _training_run(tmp_path / "adarl", grids, [3, 4, 5], 123.0)
+    assert robust_eval.missing({"adarl": [run]}) == []
+    rows, table = robust_eval.compare({"adarl": [run]}, reps=100)
+    r = rows["adarl"]
+    assert r["nominal"]["mean"] == pytest.approx(grids[:, 2, 2].mean())
+    assert r["grid_mean"]["mean"] == pytest.approx(grids.mean())
+    cvar = [np.sort(g.ravel())[:3].mean() for g in grids]
+    assert r["grid_cvar10"]["n"] == 3 and r["grid_cvar10"]["mean"] == pytest.approx(np.mean(cvar))
+    assert r["actor_rank"]["mean"] == pytest.approx(4.0)
+    assert r["wall_s"]["n"] == 1 and "| 123.0 |" in table  # one value per run: no spread
+    # The wind tunnel's own grid, when present, wins over the trainer's.
+    (tmp_path / "adarl" / "robust_eval.json").write_text(json.dumps({
+        "nominal_return": [1.0, 1.0, 1.0], "grid_mean": [2.0, 2.0, 2.0],
+        "per_seed": [{"returns": [[5.0, 6.0], [7.0, 8.0]]}] * 3,
+    }))  # fmt: skip
+    rows, _ = robust_eval.compare({"adarl": [run]}, reps=100)
+    assert rows["adarl"]["nominal"]["mean"] == 1.0 and rows["adarl"]["grid_cvar10"]["mean"] == 5.0
+
+
+def test_arm_plots_mark_truncations_and_write_figures(tmp_path):
+    runs = {}
+    for name, truncs in (("adarl", [0, 0, 1, 1, 2]), ("sac", [0] * 5)):
+        d = tmp_path / name
+        _training_run(d, np.full((2, 5, 5), 50.0), [3, 3], 1.0)
+        with open(d / "metrics.jsonl", "w") as f:
+            for i, n in enumerate(truncs):
+                row = {
+                    "step": i + 1,
+                    "train/grad_steps": 1000.0 * (i + 1),
+                    "train/truncations": float(n),
+                    "rank/actor_0": 64.0 / (1 + n),
+                }
+                if i % 2:
+                    row |= {"eval/return": 10.0 * i, "eval/return/std": 1.0}
+                f.write(json.dumps(row) + "\n")  # fmt: skip
+        runs[name] = [str(d)]
+    records = [json.loads(x) for x in open(tmp_path / "adarl" / "metrics.jsonl")]
+    assert arm_plots.truncation_steps(records) == [3000.0, 5000.0]
+    assert (
+        arm_plots.truncation_steps(
+            [json.loads(x) for x in open(tmp_path / "sac" / "metrics.jsonl")]
+        )
+        == []
+    )
+    for fn, png in ((arm_plots.plot_return_curves, "r.png"), (arm_plots.plot_rank_curves, "k.png"),
+                    (arm_plots.plot_heatmaps, "h.png")):  # fmt: skip
+        path = fn(runs, str(tmp_path / png))
+        assert os.path.getsize(path) > 1000
 
 
 def test_unknown_algo_has_no_loader(tmp_path):
