@@ -22,7 +22,9 @@ share the SFT start (``sft.cache_dir = <root>/sft_cache``). ``--ttrl`` adds the 
 preset (GRPO on the unlabelled test prompts with the majority-vote reward). Finished runs are
 skipped, so rerunning resumes. The table (IQM with a 95% bootstrap CI over seeds of the final evaluation,
 and of the SFT start) goes to ``<root>/results.md`` and ``<root>/results.json``; pass@k curves
-(IQM over seeds, k = 1, 2, 4, ..., n) to ``<root>/<preset>_pass_at_k.png``.
+(IQM over seeds, k = 1, 2, 4, ..., n) to ``<root>/<preset>_pass_at_k.png``; eval pass@1 against
+RL update to ``<root>/<preset>_curves.png``. With an ``sft_continued`` arm in the sweep the table
+ends with every arm's final minus that control's on the same seeds (paired by seed).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+import harness  # noqa: E402
 from adarl.robust_eval import bootstrap_ci, iqm  # noqa: E402
 from experiments.configs import flowrl as flowrl_configs  # noqa: E402
 from flowrl import trainer as flowrl_trainer  # noqa: E402
@@ -54,6 +57,7 @@ flags.DEFINE_multi_string("set", [], "Config override key=value (Python literal)
 flags.mark_flags_as_required(["root"])
 
 COLUMNS = ("eval/pass@1", "eval/pass@{n}", "eval/maj@{n}", "eval/distinct_correct")
+CONTROL_ALGO = "sft_continued"  # the arm every RL arm is paired against, seed by seed
 
 
 def _config(preset: str, algo: str | None, seed: int):
@@ -144,6 +148,66 @@ def pass_at_k_curves(records, root: str) -> None:
         plt.close(fig)
 
 
+def paired_deltas(records) -> list[str]:
+    """Markdown rows: per (preset, algo), final minus the ``CONTROL_ALGO`` arm's final on the
+    same seeds (the arms of one seed share the SFT start, so pairing removes the start's
+    seed-to-seed spread), IQM [95% bootstrap CI] over the common seeds."""
+    lines = []
+    control = {r["preset"]: r for r in records if r["algo"] == CONTROL_ALGO}
+    for r in records:
+        c = control.get(r["preset"])
+        if c is None or r is c or r["columns"] != c["columns"]:
+            continue
+        common = sorted(set(r["seeds"]) & set(c["seeds"]))
+        if not common:
+            continue
+        mine = np.array([r["final"][r["seeds"].index(s)] for s in common])
+        theirs = np.array([c["final"][c["seeds"].index(s)] for s in common])
+        if not lines:
+            lines = [
+                "",
+                f"Final minus {CONTROL_ALGO} on the same seeds (paired), IQM [95% bootstrap CI]",
+                "",
+                "| run | seeds | " + " | ".join(r["columns"]) + " |",
+                "|---" * (len(r["columns"]) + 2) + "|",
+            ]
+        diff = mine - theirs
+        cells = [_fmt(diff[:, j]) for j in range(diff.shape[1])]
+        lines.append(f"| {r['preset']} / {r['algo']} | {len(common)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def training_curves(root: str, records) -> None:
+    """One figure per preset: eval pass@1 against RL update (update 0 = the SFT start), IQM
+    over seeds with the min-max band, one line per algo."""
+    by_preset: dict[str, list] = {}
+    for r in records:
+        by_preset.setdefault(r["preset"], []).append(r)
+    for preset, recs in by_preset.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in recs:
+            curves = []
+            for seed in r["seeds"]:
+                workdir = os.path.join(root, preset, r["algo"], f"seed{seed}")
+                with open(os.path.join(workdir, "start_eval.json")) as f:
+                    points = {0: json.load(f)["eval/pass@1"]}
+                for rec in harness.read_metrics(workdir):
+                    if "eval/pass@1" in rec:
+                        points[int(rec["step"])] = rec["eval/pass@1"]
+                curves.append(points)
+            steps = sorted(set.intersection(*(set(p) for p in curves)))
+            v = np.array([[p[s] for s in steps] for p in curves])
+            ax.plot(steps, [iqm(col) for col in v.T], marker="o", label=r["algo"])
+            ax.fill_between(steps, v.min(0), v.max(0), alpha=0.15)
+        ax.set_xlabel("RL update (0 = SFT start)")
+        ax.set_ylabel("eval pass@1 (IQM over seeds; band min-max)")
+        ax.set_title(f"{preset}: training curves")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(root, f"{preset}_curves.png"), dpi=100)
+        plt.close(fig)
+
+
 def _pass_at_k(metrics: dict) -> dict[int, float]:
     out = {}
     for key, v in metrics.items():
@@ -214,12 +278,14 @@ def write_table() -> None:
             ]
         cells = [_fmt(values[:, j]) for j in range(len(cols))]
         lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
+    lines += paired_deltas(records)
     text = "\n".join(lines).strip() + "\n"
     with open(os.path.join(FLAGS.root, "results.md"), "w") as f:
         f.write(text)
     with open(os.path.join(FLAGS.root, "results.json"), "w") as f:
         json.dump(records, f, indent=2)
     pass_at_k_curves(records, FLAGS.root)
+    training_curves(FLAGS.root, records)
     print(text)
 
 

@@ -25,3 +25,22 @@ def test_cells_are_iqm_with_bootstrap_ci():
     lo, hi = (float(x) for x in cell[len("2.000 [") : -1].split(", "))
     assert lo <= 2.0 <= hi
     assert flowrl_sweep._fmt([0.5]) == "0.500"
+
+
+def test_paired_deltas_pair_by_seed_against_the_control():
+    cols = ["eval/pass@1", "eval/maj@8"]
+    records = [
+        {"preset": "p", "algo": "sft_continued", "seeds": [0, 1, 2], "columns": cols,
+         "final": [[0.5, 0.6], [0.1, 0.2], [0.9, 0.9]]},
+        # seed order differs and seed 3 has no control: only seeds 2 and 0 pair.
+        {"preset": "p", "algo": "grpo", "seeds": [2, 0, 3], "columns": cols,
+         "final": [[0.95, 0.9], [0.55, 0.7], [0.0, 0.0]]},
+    ]  # fmt: skip
+    lines = flowrl_sweep.paired_deltas(records)
+    rows = [line for line in lines if line.startswith("| p / ")]
+    assert len(rows) == 1 and "sft_continued" in lines[1]
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert cells[1] == "2"
+    # pass@1 deltas (0.05, 0.05) and maj@8 deltas (0.0, 0.1): IQM of two values is their mean.
+    assert cells[2].startswith("0.050 [") and cells[3].startswith("0.050 [")
+    assert flowrl_sweep.paired_deltas(records[1:]) == []
