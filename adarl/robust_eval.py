@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 from adarl import acting
+from harness.stats import bootstrap_ci, iqm
 
 ROBUST_FILE = "robust_eval.json"
 HEATMAP_FILE = "robust_eval.png"
@@ -184,30 +184,6 @@ class RunPolicies(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # Statistics and the comparison table
 # ---------------------------------------------------------------------------------------------
-
-
-def iqm(x: Sequence[float]) -> float:
-    """Interquartile mean: the mean of the middle 50% (``trim_mean(x, 0.25)``)."""
-    return float(scipy.stats.trim_mean(np.asarray(x, np.float64), 0.25))
-
-
-def bootstrap_ci(
-    x: Sequence[float],
-    stat: Callable[[np.ndarray], float] = iqm,
-    *,
-    reps: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap ``(1 - alpha)`` interval of ``stat`` over resampled seeds."""
-    x = np.asarray(x, np.float64)
-    if x.size == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(reps, x.size))
-    stats = np.array([stat(x[i]) for i in idx])
-    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
 
 
 TRAIN_GRID_FILE = "robustness.json"  # the trainer's own end-of-run grid (adarl.evaluate)

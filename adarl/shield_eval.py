@@ -28,6 +28,7 @@ import numpy as np
 import harness
 from adarl import loaders, robust_eval, safety, sharding, shield, tasks
 from adarl import windtunnel as wt
+from harness import stats
 
 SHIELD_FILE = "shield.json"
 METRICS = ("violation_rate", "intervention_rate", "call_rate", "return", "us_per_step")
@@ -193,7 +194,7 @@ def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     for group, modes in groups.items():
         for mode, metrics in modes.items():
             table.setdefault(group, {})[mode] = {
-                m: {"iqm": robust_eval.iqm(v), "ci": list(robust_eval.bootstrap_ci(v)),
+                m: {"iqm": stats.iqm(v), "ci": list(stats.bootstrap_ci(v)),
                     "values": v} for m, v in metrics.items()
             }  # fmt: skip
     return table

@@ -41,9 +41,9 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import harness  # noqa: E402
-from adarl.robust_eval import bootstrap_ci, iqm  # noqa: E402
 from experiments.configs import flowrl as flowrl_configs  # noqa: E402
 from flowrl import trainer as flowrl_trainer  # noqa: E402
+from harness.stats import bootstrap_ci, iqm  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root", None, "Output root directory.")

@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from adarl.robust_eval import bootstrap_ci, iqm  # noqa: E402
 from flowrl import toy  # noqa: E402
+from harness.stats import bootstrap_ci, iqm  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Output directory.")

@@ -10,7 +10,8 @@ the nominal one, the nominal one alone, or the nominal one plus the ball's worst
 import jax
 import jax.numpy as jnp
 
-from adarl import robust_eval, shield, shield_toy
+from adarl import shield, shield_toy
+from harness import stats
 
 KEYS = ["violation_rate", "intervention_rate", "call_rate", "return", "us_per_step"]
 MODES = (("unshielded", 1.0, 0), ("tau=0", 0.0, 0), ("tau=0.5,k=5", 0.5, 5))
@@ -49,8 +50,8 @@ def main() -> None:
         cells = []
         for k in KEYS:
             v = [m[k] for m in ms]
-            lo, hi = robust_eval.bootstrap_ci(v)
-            cells.append(f"{robust_eval.iqm(v):.3g} [{lo:.3g}, {hi:.3g}]")
+            lo, hi = stats.bootstrap_ci(v)
+            cells.append(f"{stats.iqm(v):.3g} [{lo:.3g}, {hi:.3g}]")
         print(f"| {mode} | {label} | " + " | ".join(cells) + " |")
 
 

@@ -22,7 +22,7 @@ MQAR, ListOps; within a group seed by seed, so an early stop leaves whole seeds 
   not rerun, so the same command resumes.
 * Then ``<out>/table.json``, ``<out>/table.md`` and one ``<out>/<group>.png`` per task: per row
   the IQM and 95% percentile-bootstrap CI over seeds of each final held-out metric
-  (:func:`adarl.robust_eval.iqm` / :func:`adarl.robust_eval.bootstrap_ci`), the per-seed values, a
+  (:func:`harness.stats.iqm` / :func:`harness.stats.bootstrap_ci`), the per-seed values, a
   verdict sentence against the published claim, the commit, device and command; the curves are
   held-out accuracy vs gradient step, mean over seeds with the min-max band.
 
@@ -48,8 +48,8 @@ import numpy as np
 from absl import app, flags
 
 import harness
-from adarl.robust_eval import bootstrap_ci, iqm
 from experiments.configs import ssm as ssm_configs
+from harness.stats import bootstrap_ci, iqm
 
 CONFIG_PATH = "experiments/configs/ssm.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,21 +14,8 @@ import json
 import os
 
 import numpy as np
-import scipy.stats
 
-
-def iqm(x) -> float:
-    """Interquartile mean (mean of the middle 50%)."""
-    return float(scipy.stats.trim_mean(np.asarray(x, np.float64), 0.25))
-
-
-def bootstrap_ci(x, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the IQM over resampled seeds."""
-    x = np.asarray(x, np.float64)
-    idx = np.random.default_rng(seed).integers(0, x.size, size=(reps, x.size))
-    stats = [iqm(x[i]) for i in idx]
-    lo, hi = np.quantile(stats, [0.025, 0.975])
-    return float(lo), float(hi)
+from harness.stats import bootstrap_ci, iqm
 
 
 def load_arm(spec: str) -> dict[str, list[float]]:

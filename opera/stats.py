@@ -14,13 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.stats
 
+from harness.stats import iqm
+
 ARM_ORDER = ("sft", "sft_single", "single", "mapgrpo", "no_gold", "no_rewrite")
 COLUMNS = ("em", "f1", "em_hop2", "em_hop3", "em_hop4", "f1_hop2", "f1_hop3", "f1_hop4")
-
-
-def iqm(x: Sequence[float]) -> float:
-    """Interquartile mean, ``scipy.stats.trim_mean(x, 0.25)``."""
-    return float(scipy.stats.trim_mean(np.asarray(x, np.float64), 0.25))
 
 
 def bootstrap_ci(x: Sequence[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:

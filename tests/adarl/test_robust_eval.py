@@ -11,6 +11,7 @@ import pytest
 
 from adarl import acting, arm_plots, loaders, robust_eval
 from adarl.params import ParamSpec
+from harness import stats
 
 LENGTH = 5  # toy episode length (steps)
 
@@ -105,17 +106,17 @@ def test_heatmap_written(tmp_path):
 def test_iqm_by_hand():
     # n = 8: sorted (-50, 1, 2, 3, 4, 5, 6, 100); trim_mean(0.25) drops 2 at each end
     # → mean(2, 3, 4, 5) = 3.5.
-    assert robust_eval.iqm([100, 1, 2, 3, 4, 5, 6, -50]) == pytest.approx(3.5)
+    assert stats.iqm([100, 1, 2, 3, 4, 5, 6, -50]) == pytest.approx(3.5)
     # n = 5 drops one at each end: mean(2, 3, 4) = 3.
-    assert robust_eval.iqm([1, 2, 3, 4, 100]) == pytest.approx(3.0)
+    assert stats.iqm([1, 2, 3, 4, 100]) == pytest.approx(3.0)
 
 
 def test_bootstrap_ci_brackets_and_is_deterministic():
     x = np.random.default_rng(0).normal(10.0, 1.0, size=20)
-    lo, hi = robust_eval.bootstrap_ci(x, seed=3)
-    assert lo < robust_eval.iqm(x) < hi
-    assert (lo, hi) == robust_eval.bootstrap_ci(x, seed=3)
-    lo1, hi1 = robust_eval.bootstrap_ci(np.full(5, 2.0))
+    lo, hi = stats.bootstrap_ci(x, seed=3)
+    assert lo < stats.iqm(x) < hi
+    assert (lo, hi) == stats.bootstrap_ci(x, seed=3)
+    lo1, hi1 = stats.bootstrap_ci(np.full(5, 2.0))
     assert lo1 == hi1 == 2.0
 
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from adarl.robust_eval import bootstrap_ci, iqm
 from experiments import cli
 from experiments import ssm_table as st
 from experiments.configs import ssm as ssm_configs
+from harness.stats import bootstrap_ci, iqm
 from ssm import lm, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
