@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -112,9 +113,13 @@ def test_loaders_layouts(runs_dir):
     assert len(sweep.table) == 3 + 1 + 2
 
 
-def test_load_recorded_results():
-    """The recorded adarl results: 3 algorithms x 5 vmapped seeds; the rnac runs are aggregate-only."""
-    sweep = load.load_sweep(str(ROOT / "results" / "adarl"))
+def test_load_recorded_results(tmp_path):
+    """The recorded adarl ``cpu`` results: 3 algorithms x 5 vmapped seeds; the rnac runs are
+    aggregate-only. (Copied apart: ``results/adarl`` also holds the cpu_robust arms, another
+    sweep with more factors.)"""
+    for run in (ROOT / "results" / "adarl").glob("cpu_*"):
+        shutil.copytree(run, tmp_path / run.name)
+    sweep = load.load_sweep(str(tmp_path))
     schema = explore.infer_schema(sweep.table, sweep.config_columns)
     assert schema.factors == {"algo": T.CATEGORICAL}
     assert sweep.table.groupby("algo").size().to_dict() == {"adarl": 5, "parseval": 5, "sac": 5}
