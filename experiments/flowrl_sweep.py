@@ -123,14 +123,28 @@ def _fmt(values) -> str:
     return f"{iqm(v):.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def pass_at_k_curves(records, root: str) -> None:
-    """One figure per preset: IQM over seeds of the final pass@k against k, one line per algo
-    (dashed: the SFT start)."""
+def _figures_per_preset(records, root, suffix, draw, xlabel, ylabel, title) -> None:
+    """One figure per preset at ``<root>/<preset>_<suffix>.png``: ``draw(ax, preset, recs)``
+    draws that preset's records (one per algo)."""
     by_preset: dict[str, list] = {}
     for r in records:
         by_preset.setdefault(r["preset"], []).append(r)
     for preset, recs in by_preset.items():
         fig, ax = plt.subplots(figsize=(6, 4))
+        draw(ax, preset, recs)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{preset}: {title}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(root, f"{preset}_{suffix}.png"), dpi=100)
+        plt.close(fig)
+
+
+def pass_at_k_curves(records, root: str) -> None:
+    """IQM over seeds of the final pass@k against k, one line per algo (dashed: the SFT start)."""
+
+    def draw(ax, preset, recs):
         for i, r in enumerate(recs):
             ks = r["pass_at_k"]["k"]
             final = [iqm(v) for v in np.asarray(r["pass_at_k"]["final"]).T]
@@ -139,13 +153,9 @@ def pass_at_k_curves(records, root: str) -> None:
                 start = [iqm(v) for v in np.asarray(r["pass_at_k"]["start"]).T]
                 ax.plot(ks, start, "k--", label="SFT start")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("k (samples)")
-        ax.set_ylabel("pass@k (IQM over seeds)")
-        ax.set_title(f"{preset}: pass@k after RL")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(root, f"{preset}_pass_at_k.png"), dpi=100)
-        plt.close(fig)
+
+    _figures_per_preset(records, root, "pass_at_k", draw, "k (samples)",
+                        "pass@k (IQM over seeds)", "pass@k after RL")  # fmt: skip
 
 
 def paired_deltas(records) -> list[str]:
@@ -178,13 +188,10 @@ def paired_deltas(records) -> list[str]:
 
 
 def training_curves(root: str, records) -> None:
-    """One figure per preset: eval pass@1 against RL update (update 0 = the SFT start), IQM
-    over seeds with the min-max band, one line per algo."""
-    by_preset: dict[str, list] = {}
-    for r in records:
-        by_preset.setdefault(r["preset"], []).append(r)
-    for preset, recs in by_preset.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
+    """Eval pass@1 against RL update (update 0 = the SFT start), IQM over seeds with the
+    min-max band, one line per algo."""
+
+    def draw(ax, preset, recs):
         for r in recs:
             curves = []
             for seed in r["seeds"]:
@@ -199,13 +206,9 @@ def training_curves(root: str, records) -> None:
             v = np.array([[p[s] for s in steps] for p in curves])
             ax.plot(steps, [iqm(col) for col in v.T], marker="o", label=r["algo"])
             ax.fill_between(steps, v.min(0), v.max(0), alpha=0.15)
-        ax.set_xlabel("RL update (0 = SFT start)")
-        ax.set_ylabel("eval pass@1 (IQM over seeds; band min-max)")
-        ax.set_title(f"{preset}: training curves")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(root, f"{preset}_curves.png"), dpi=100)
-        plt.close(fig)
+
+    _figures_per_preset(records, root, "curves", draw, "RL update (0 = SFT start)",
+                        "eval pass@1 (IQM over seeds; band min-max)", "training curves")  # fmt: skip
 
 
 def _pass_at_k(metrics: dict) -> dict[int, float]:
