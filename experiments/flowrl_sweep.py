@@ -12,6 +12,15 @@ Issue 15 presets (long; see experiments/configs/flowrl.py):
     python -m experiments.flowrl_sweep --root results/flowrl/ttrl \
         --presets ttrl_strong,ttrl_strong_oracle --seeds 0,1,2,3,4 --nottrl
 
+``--lrs 1e-4,3e-4,1e-3`` is the learning-rate sweep (issue 15 §4a): each lr runs the whole sweep
+in ``<root>/lr<lr>/`` (its own table and figures there; ``rl.lr`` set, everything else equal,
+one SFT cache ``<root>/sft_cache`` for all) and ``<root>/lr_sweep.{md,json,png}`` put the lrs side
+by side: final pass@1 per arm and lr, and the lr each arm is best at.
+
+    python -m experiments.flowrl_sweep --root results/flowrl/lr_sweep --presets arith_strong \
+        --algos sft_continued,grpo,dr_grpo,dapo,ppo,flowrl,hpt --seeds 0,1 --lrs 1e-4,3e-4,1e-3 \
+        --nottrl
+
 ``--set key=value`` (repeatable) overrides config fields of every run, e.g. a tiny-budget check
 ``--set rl.num_updates=2 --set sft.steps=5 --set eval.num_prompts=8 --set eval.num_samples=4``.
 Presets in ``FIXED_ALGO_PRESETS`` (TTRL) keep their own algorithm.
@@ -54,24 +63,34 @@ flags.DEFINE_bool("ttrl", True, "Also run the cpu_ttrl preset (GRPO + majority v
 flags.DEFINE_integer("num_updates", 0, "Override rl.num_updates (0 = preset value).")
 flags.DEFINE_bool("table_only", False, "Only rebuild the table from finished runs.")
 flags.DEFINE_multi_string("set", [], "Config override key=value (Python literal), repeatable.")
+flags.DEFINE_list("lrs", [], "Learning-rate sweep: one sub-sweep per rl.lr in <root>/lr<lr>/.")
 flags.mark_flags_as_required(["root"])
 
 COLUMNS = ("eval/pass@1", "eval/pass@{n}", "eval/maj@{n}", "eval/distinct_correct")
 CONTROL_ALGO = "sft_continued"  # the arm every RL arm is paired against, seed by seed
+LR_METRIC = "eval/pass@1"  # what the learning-rate sweep ranks by
 
 
-def _config(preset: str, algo: str | None, seed: int):
+def _config(preset: str, algo: str | None, seed: int, lr: float | None = None):
     c = flowrl_configs.get_config(preset)
     if algo is not None:
         c.rl.algo = algo
     c.seed = seed
     c.progress = False
+    # The SFT start does not depend on rl.*, so every lr of a sweep shares it.
     c.sft.cache_dir = os.path.join(FLAGS.root, "sft_cache")
     if FLAGS.num_updates:
         c.rl.num_updates = FLAGS.num_updates
     for item in FLAGS.set:
         apply_override(c, item)
+    if lr is not None:
+        c.rl.lr = lr
     return c
+
+
+def lr_root(root: str, lr: float) -> str:
+    """``<root>/lr<lr>``, e.g. ``lr0.0003``."""
+    return os.path.join(root, f"lr{lr:g}")
 
 
 def apply_override(config, item: str) -> None:
@@ -101,12 +120,12 @@ def _runs():
         yield "cpu_ttrl", None
 
 
-def run_all() -> None:
+def run_all(root: str, lr: float | None = None) -> None:
     for preset, algo in _runs():
         trainer = None
         for seed in map(int, FLAGS.seeds):
-            config = _config(preset, algo, seed)
-            workdir = os.path.join(FLAGS.root, preset, config.rl.algo, f"seed{seed}")
+            config = _config(preset, algo, seed, lr)
+            workdir = os.path.join(root, preset, config.rl.algo, f"seed{seed}")
             if os.path.exists(os.path.join(workdir, "summary.json")):
                 continue
             if trainer is None:
@@ -219,10 +238,12 @@ def _pass_at_k(metrics: dict) -> dict[int, float]:
     return dict(sorted(out.items()))
 
 
-def write_table() -> None:
+def write_table(root: str, lr: float | None = None) -> list[dict]:
+    """Writes ``<root>/results.{md,json}`` and the figures; returns the per-(preset, algo)
+    records."""
     rows, records = [], []
     for preset, algo in _runs():
-        base = _config(preset, algo, 0)
+        base = _config(preset, algo, 0, lr)
         name = base.rl.algo
         n = base.eval.num_samples
         cols = [c.format(n=n) for c in COLUMNS]
@@ -233,7 +254,7 @@ def write_table() -> None:
         pk_final, pk_start = [], []
         finals, starts, seeds = [], [], []
         for seed in map(int, FLAGS.seeds):
-            workdir = os.path.join(FLAGS.root, preset, name, f"seed{seed}")
+            workdir = os.path.join(root, preset, name, f"seed{seed}")
             path = os.path.join(workdir, "summary.json")
             if not os.path.exists(path):
                 continue
@@ -283,22 +304,101 @@ def write_table() -> None:
         lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
     lines += paired_deltas(records)
     text = "\n".join(lines).strip() + "\n"
-    with open(os.path.join(FLAGS.root, "results.md"), "w") as f:
+    with open(os.path.join(root, "results.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(FLAGS.root, "results.json"), "w") as f:
+    with open(os.path.join(root, "results.json"), "w") as f:
         json.dump(records, f, indent=2)
-    pass_at_k_curves(records, FLAGS.root)
-    training_curves(FLAGS.root, records)
+    if records:
+        pass_at_k_curves(records, root)
+        training_curves(root, records)
     print(text)
+    return records
+
+
+def lr_sweep_table(records_by_lr: dict[float, list[dict]], metric: str = LR_METRIC) -> dict:
+    """Final ``metric`` per (preset, algo) and lr: IQM [95% bootstrap CI] over the seeds every
+    lr of that arm finished (so the lrs of one arm compare on the same seeds), and the best lr
+    by IQM.
+
+    Returns ``{"metric", "lrs", "rows": [{"preset", "algo", "seeds", "iqm": {lr: v},
+    "cells": {lr: "v [lo, hi]"}, "best_lr"}]}`` with lrs sorted."""
+    lrs = sorted(records_by_lr)
+    arms: dict[tuple[str, str], dict[float, dict]] = {}
+    for lr in lrs:
+        for r in records_by_lr[lr]:
+            arms.setdefault((r["preset"], r["algo"]), {})[lr] = r
+    rows = []
+    for (preset, algo), by_lr in arms.items():
+        common = sorted(set.intersection(*(set(r["seeds"]) for r in by_lr.values())))
+        if not common:
+            continue
+        iqms, cells = {}, {}
+        for lr, r in by_lr.items():
+            j = r["columns"].index(metric)
+            v = np.array([r["final"][r["seeds"].index(s)][j] for s in common])
+            iqms[lr], cells[lr] = float(iqm(v)), _fmt(v)
+        best = max(iqms, key=iqms.get)
+        rows.append({"preset": preset, "algo": algo, "seeds": common, "iqm": iqms,
+                     "cells": cells, "best_lr": best})  # fmt: skip
+    return {"metric": metric, "lrs": lrs, "rows": rows}
+
+
+def write_lr_sweep(root: str, table: dict) -> str:
+    """``<root>/lr_sweep.{md,json,png}`` from :func:`lr_sweep_table`; returns the markdown."""
+    lrs = table["lrs"]
+    lines = [
+        f"Final {table['metric']} by learning rate, IQM [95% bootstrap CI] over seeds",
+        "",
+        "| run | seeds | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | best lr |",
+        "|---" * (len(lrs) + 3) + "|",
+    ]
+    for row in table["rows"]:
+        cells = [row["cells"].get(lr, "-") for lr in lrs]
+        lines.append(f"| {row['preset']} / {row['algo']} | {len(row['seeds'])} | "
+                     + " | ".join(cells) + f" | {row['best_lr']:g} |")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(root, "lr_sweep.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(root, "lr_sweep.json"), "w") as f:
+        json.dump(table, f, indent=2)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in table["rows"]:
+        xs = sorted(row["iqm"])
+        ax.plot(xs, [row["iqm"][x] for x in xs], marker="o", label=row["algo"])
+    ax.set_xscale("log")
+    ax.set_xlabel("RL learning rate")
+    ax.set_ylabel(f"final {table['metric']} (IQM over seeds)")
+    ax.set_title("learning-rate sweep")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(root, "lr_sweep.png"), dpi=100)
+    plt.close(fig)
+    return text
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        lrs = [float(x) for x in FLAGS.lrs]
+    except ValueError:
+        raise app.UsageError(f"--lrs {FLAGS.lrs}: expected numbers, e.g. 1e-4,3e-4,1e-3") from None
+    if any(lr <= 0 for lr in lrs):
+        raise app.UsageError(f"--lrs {FLAGS.lrs}: learning rates must be > 0")
     os.makedirs(FLAGS.root, exist_ok=True)
-    if not FLAGS.table_only:
-        run_all()
-    write_table()
+    if not lrs:
+        if not FLAGS.table_only:
+            run_all(FLAGS.root)
+        write_table(FLAGS.root)
+        return
+    records_by_lr = {}
+    for lr in lrs:
+        root = lr_root(FLAGS.root, lr)
+        os.makedirs(root, exist_ok=True)
+        if not FLAGS.table_only:
+            run_all(root, lr)
+        records_by_lr[lr] = write_table(root, lr)
+    print(write_lr_sweep(FLAGS.root, lr_sweep_table(records_by_lr)))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Presets:
   cpu_countdown   the same on the many-answers countdown task.
   cpu_ttrl        TTRL on the unlabelled arithmetic test prompts (majority-vote reward).
   gpu     a larger single-GPU run.
-  arith_strong        issue 15 §4a: RL from a strong SFT start (600 SFT steps), lr 3e-4 with
+  arith_strong        issue 15 §4a: RL from a strong SFT start (4 operands, 1000 SFT steps), lr 3e-4 with
                       warm-up, 200 updates, eval on 512 prompts x 64 samples (pass@k, k <= 64),
                       greedy and T = 0.6 too. Arms: sft_continued, grpo, dr_grpo, dapo, ppo,
                       flowrl, hpt.

@@ -44,3 +44,27 @@ def test_paired_deltas_pair_by_seed_against_the_control():
     # pass@1 deltas (0.05, 0.05) and maj@8 deltas (0.0, 0.1): IQM of two values is their mean.
     assert cells[2].startswith("0.050 [") and cells[3].startswith("0.050 [")
     assert flowrl_sweep.paired_deltas(records[1:]) == []
+
+
+def test_lr_sweep_compares_lrs_on_common_seeds_and_picks_the_best():
+    cols = ["eval/pass@1", "eval/maj@8"]
+    rec = lambda algo, seeds, p1: {  # noqa: E731
+        "preset": "p", "algo": algo, "seeds": seeds, "columns": cols,
+        "final": [[v, 0.0] for v in p1]}  # fmt: skip
+    table = flowrl_sweep.lr_sweep_table(
+        {
+            1e-3: [rec("grpo", [0, 1, 2], [0.2, 0.3, 0.9])],
+            # lr 1e-4 lacks seed 2, so both lrs compare on seeds 0 and 1 only.
+            1e-4: [rec("grpo", [1, 0], [0.6, 0.4]), rec("ppo", [0], [0.7])],
+        }
+    )
+    assert table["lrs"] == [1e-4, 1e-3]
+    grpo, ppo = table["rows"]
+    assert grpo["seeds"] == [0, 1] and ppo["seeds"] == [0]
+    assert grpo["iqm"] == pytest.approx({1e-4: 0.5, 1e-3: 0.25})
+    assert grpo["best_lr"] == 1e-4 and ppo["best_lr"] == 1e-4
+    assert grpo["cells"][1e-3].startswith("0.250 [")
+    assert (
+        "1e-03" not in flowrl_sweep.lr_root("r", 1e-3)
+        and flowrl_sweep.lr_root("r", 3e-4) == "r/lr0.0003"
+    )
