@@ -329,6 +329,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     harness.check_int(config, "sft.batch_size", lo=1)
     harness.check_range(config, "sft.lr", lo=0.0, lo_inclusive=False)
     harness.check_range(config, "sft.demo_fraction", lo=0.0, hi=1.0, lo_inclusive=False)
+    harness.check_range(config, "sft.until_maj", lo=0.0, hi=1.0)
+    if config.sft.until_maj > 0:
+        every = harness.check_int(config, "sft.check_every", lo=1)
+        if config.sft.steps % every:
+            raise harness.ConfigError(
+                f"sft.steps={config.sft.steps} must be a multiple of sft.check_every={every}"
+            )
+        harness.check_int(config, "sft.check_prompts", lo=1)
+        harness.check_int(config, "sft.check_samples", lo=1)
     harness.check_int(config, "rl.num_updates", lo=1)
     harness.check_int(config, "rl.prompts_per_step", lo=1)
     G = harness.check_int(config, "rl.group_size", lo=2)
@@ -568,17 +577,66 @@ def sft_step(s: Setup, init_params: PolicyParams, carry: OptCarry, key: Array):
     return place_params(s, new), loss
 
 
-def run_sft(s: Setup, key: Array):
-    """SFT warm start: (lm variables, f32[sft.steps] losses)."""
+class SftLog(NamedTuple):
+    """What the SFT warm start did: losses f32[sft.steps] (NaN after an early stop), steps
+    taken i32[], and the last stopping check's maj@m and pass@1 f32[] (NaN without checks)."""
+
+    losses: Array
+    steps: Array
+    check_maj: Array
+    check_pass1: Array
+
+
+def sft_check(s: Setup, lm, key: Array) -> tuple[Array, Array]:
+    """(maj@m, pass@1) f32[] of ``lm`` on the last ``sft.check_prompts`` training problems
+    (outside the demonstrations when ``sft.demo_fraction`` < 1), m = ``sft.check_samples`` at
+    the RL temperature: the statistic of the ``sft.until_maj`` stopping rule."""
+    c, split = s.config.sft, s.task.train
+    n = len(split)
+    index = jnp.arange(max(0, n - c.check_prompts), n)
+    got = sample_and_score(s, lm, key, split, index, c.check_samples, s.temperature, s.top_p)
+    maj = majority_correct(got.answers, got.correct).astype(jnp.float32)
+    return jnp.mean(maj), jnp.mean(got.correct.astype(jnp.float32))
+
+
+def run_sft(s: Setup, key: Array) -> tuple[Any, SftLog]:
+    """SFT warm start: (lm variables, :class:`SftLog`).
+
+    ``sft.until_maj`` = 0: ``sft.steps`` Adam steps. Otherwise issue 15's "SFT until maj@8 is
+    well above pass@1": chunks of ``sft.check_every`` steps until :func:`sft_check`'s maj@m
+    reaches ``sft.until_maj``, at most ``sft.steps`` steps (a ``lax.while_loop``, so the start
+    stays one jitted function). SFT on arithmetic jumps at a seed-dependent step (the
+    ``arith_strong`` docstring), so a fixed budget gives starts from pre-jump to saturated; the
+    rule stops every seed just past its own jump."""
+    c = s.config.sft
     key_init, key_loop = jax.random.split(key)
     init_params = place_params(s, s.policy.init(key_init, s.Lp + s.R))
     carry = place_params(s, OptCarry(init_params.lm, s.sft_opt.init(init_params.lm)))
-    carry, sft_losses = jax.lax.scan(
-        functools.partial(sft_step, s, init_params),
-        carry,
-        jax.random.split(key_loop, s.config.sft.steps),
+    step = functools.partial(sft_step, s, init_params)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    if c.until_maj <= 0:
+        carry, losses = jax.lax.scan(step, carry, jax.random.split(key_loop, c.steps))
+        return carry.params, SftLog(losses, jnp.int32(c.steps), nan, nan)
+
+    every = c.check_every
+
+    def chunk(state):
+        i, carry, losses, _, _ = state
+        key_steps, key_check = jax.random.split(jax.random.fold_in(key_loop, i))
+        carry, chunk_losses = jax.lax.scan(step, carry, jax.random.split(key_steps, every))
+        losses = jax.lax.dynamic_update_slice(losses, chunk_losses, (i * every,))
+        maj, pass1 = sft_check(s, carry.params, key_check)
+        return i + 1, carry, losses, maj, pass1
+
+    def more(state):
+        i, _, _, maj, _ = state
+        return (i * every < c.steps) & ~(maj >= c.until_maj)
+
+    losses = jnp.full((c.steps,), jnp.nan, jnp.float32)
+    i, carry, losses, maj, pass1 = jax.lax.while_loop(
+        more, chunk, (jnp.int32(0), carry, losses, nan, nan)
     )
-    return carry.params, sft_losses
+    return carry.params, SftLog(losses, i * every, maj, pass1)
 
 
 def init_from_lm(s: Setup, key: Array, lm) -> TrainState:
@@ -920,19 +978,35 @@ class EvalSamples(NamedTuple):
     answers: Array
 
 
-def eval_samples(s: Setup, params: PolicyParams, num_prompts: int, num_samples: int, temperature):
-    """``num_samples`` responses to each of the first ``num_prompts`` eval prompts at
-    ``temperature`` (0: greedy) and ``eval.top_p``, scored by the verifier. The key is fixed, so
-    every evaluation (and every algorithm) uses the same sampling noise."""
-    split = s.eval_split
-    index = jnp.arange(num_prompts)
-    key = jax.random.PRNGKey(s.config.eval.seed)
-    resp = generate(s, params.lm, key, index, num_samples, temperature, split, s.config.eval.top_p)
-    flat = resp.reshape(num_prompts * num_samples, s.R)
+def sample_and_score(
+    s: Setup, lm, key: Array, split, index: Array, num_samples: int, temperature, top_p
+) -> EvalSamples:
+    """``num_samples`` responses of ``lm`` to each prompt ``index`` i32[n] of ``split`` at
+    ``temperature`` (0: greedy) and ``top_p``, scored by the verifier."""
+    n = index.shape[0]
+    resp = generate(s, lm, key, index, num_samples, temperature, split, top_p)
+    flat = resp.reshape(n * num_samples, s.R)
     probs = s.task.problems(split, jnp.repeat(index, num_samples))
-    correct = s.task.score(flat, probs).reshape(num_prompts, num_samples) > 0
-    answers = s.task.extract(flat, probs).reshape(num_prompts, num_samples)
+    correct = s.task.score(flat, probs).reshape(n, num_samples) > 0
+    answers = s.task.extract(flat, probs).reshape(n, num_samples)
     return EvalSamples(resp, correct, answers)
+
+
+def majority_correct(answers: Array, correct: Array) -> Array:
+    """bool[P]: the majority answer of each prompt's samples (answers i32[P, m], ids < 0 do not
+    vote) is a correct one (maj@m)."""
+    label, _, _ = rewards.majority_vote(answers, answers >= 0)
+    return jnp.any(correct & (answers == label[:, None]), axis=-1)
+
+
+def eval_samples(s: Setup, params: PolicyParams, num_prompts: int, num_samples: int, temperature):
+    """:func:`sample_and_score` on the first ``num_prompts`` eval prompts at ``eval.top_p``. The
+    key is fixed, so every evaluation (and every algorithm) uses the same sampling noise."""
+    key = jax.random.PRNGKey(s.config.eval.seed)
+    index = jnp.arange(num_prompts)
+    return sample_and_score(
+        s, params.lm, key, s.eval_split, index, num_samples, temperature, s.config.eval.top_p
+    )
 
 
 def temperature_tag(t: float) -> str:
@@ -962,11 +1036,9 @@ def evaluate(s: Setup, params: PolicyParams) -> dict[str, Array]:
         extra = eval_samples(s, params, n_eval, n_t, t)
         out[f"eval/pass@1_{temperature_tag(t)}"] = jnp.mean(extra.correct)
         if n_t > 1:
-            label_t, _, _ = rewards.majority_vote(extra.answers, extra.answers >= 0)
-            maj_t = jnp.any(extra.correct & (extra.answers == label_t[:, None]), axis=-1)
+            maj_t = majority_correct(extra.answers, extra.correct)
             out[f"eval/maj@{n_t}_{temperature_tag(t)}"] = jnp.mean(maj_t.astype(jnp.float32))
-    label, _, _ = rewards.majority_vote(answers, answers >= 0)
-    maj_ok = jnp.any(correct & (answers == label[:, None]), axis=-1)
+    maj_ok = majority_correct(answers, correct)
     out[f"eval/maj@{n_samples}"] = jnp.mean(maj_ok.astype(jnp.float32))
     distinct = distinct_correct(answers, correct)
     num_solutions = jnp.asarray(split.num_solutions)[eval_index]
@@ -989,7 +1061,7 @@ class Trainer(NamedTuple):
     task: tasks.Task
     policy: Policy
     spec: AlgoSpec
-    sft: Callable  # key -> (lm variables, f32[steps] losses)
+    sft: Callable  # key -> (lm variables, SftLog)
     init_from_lm: Callable  # (key, lm variables) -> TrainState
     init: Callable  # key -> TrainState (SFT then RL init)
     generate: Callable  # (lm params, key, prompt index i32[P]) -> responses i32[P, G, R]
@@ -1069,11 +1141,14 @@ def _sft_cache_path(config) -> str | None:
     cache_dir = config.sft.get("cache_dir", "")
     if not cache_dir:
         return None
+    ignored = {"cache_dir"}
+    if config.sft.get("until_maj", 0.0) <= 0:  # the stopping rule's fields do not act
+        ignored |= {"until_maj", "check_every", "check_prompts", "check_samples"}
     relevant = {
         "task": config.task,
         "task_kwargs": dict(config.get("task_kwargs", {})),
         "model": dict(config.model),
-        "sft": {k: v for k, v in dict(config.sft).items() if k != "cache_dir"},
+        "sft": {k: v for k, v in dict(config.sft).items() if k not in ignored},
         "seed": config.seed,
     }
     digest = hashlib.sha1(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
@@ -1091,18 +1166,29 @@ def sft_start(trainer: Trainer, key: Array, config=None) -> tuple[Any, dict]:
         with open(path, "rb") as f:
             like = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
             lm = flax.serialization.from_bytes(like, f.read())
-        return jax.tree.map(jnp.asarray, lm), {"sft_cached": 1.0}
+        info = {}
+        if os.path.exists(path + ".json"):  # the SFT log of the run that wrote the cache
+            with open(path + ".json") as f:
+                info = json.load(f)
+        return jax.tree.map(jnp.asarray, lm), {**info, "sft_cached": 1.0}
     t0 = time.time()
-    lm, sft_losses = trainer.sft(key)
+    lm, log = trainer.sft(key)
+    losses = np.asarray(log.losses)[: int(log.steps)]
     info = {
-        "sft_loss_first": float(sft_losses[0]) if sft_losses.size else float("nan"),
-        "sft_loss_last": float(sft_losses[-1]) if sft_losses.size else float("nan"),
+        "sft_loss_first": float(losses[0]) if losses.size else float("nan"),
+        "sft_loss_last": float(losses[-1]) if losses.size else float("nan"),
+        "sft_steps": float(log.steps),
+        "sft_check_maj": float(log.check_maj),
+        "sft_check_pass1": float(log.check_pass1),
         "sft_seconds": time.time() - t0,
         "sft_cached": 0.0,
     }
     if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + f".tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, path + ".json")  # before the weights: a cache hit finds both
         with open(tmp, "wb") as f:
             f.write(flax.serialization.to_bytes(jax.device_get(lm)))
         os.replace(tmp, path)
