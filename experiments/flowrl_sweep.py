@@ -11,6 +11,8 @@ Issue 15 presets (long; see experiments/configs/flowrl.py):
         --algos sft_continued,grpo,dr_grpo,dapo,ppo,flowrl,hpt --seeds 0,1,2,3,4 --nottrl
     python -m experiments.flowrl_sweep --root results/flowrl/ttrl \
         --presets ttrl_strong,ttrl_strong_oracle --seeds 0,1,2,3,4 --nottrl
+    python -m experiments.flowrl_sweep --root results/flowrl/ttrl_majority \
+        --presets ttrl_majority,ttrl_majority_oracle --seeds 0,1,2,3,4 --nottrl
 
 ``--lrs 1e-4,3e-4,1e-3`` is the learning-rate sweep (issue 15 §4a): each lr runs the whole sweep
 in ``<root>/lr<lr>/`` (its own table and figures there; ``rl.lr`` set, everything else equal,
@@ -69,6 +71,7 @@ flags.mark_flags_as_required(["root"])
 COLUMNS = ("eval/pass@1", "eval/pass@{n}", "eval/maj@{n}", "eval/distinct_correct")
 CONTROL_ALGO = "sft_continued"  # the arm every RL arm is paired against, seed by seed
 LR_METRIC = "eval/pass@1"  # what the learning-rate sweep ranks by
+SFT_STEPS = "sft_steps"  # start_eval.json: SFT steps the start took (sft.until_maj)
 
 
 def _config(preset: str, algo: str | None, seed: int, lr: float | None = None):
@@ -251,6 +254,8 @@ def write_table(root: str, lr: float | None = None) -> list[dict]:
                  for t in base.eval.extra_temperatures]  # fmt: skip
         if base.rl.reward == "majority_vote":
             cols += ["train/label_accuracy", "train/reward_accuracy"]
+        if base.sft.until_maj > 0:  # adaptive SFT: how long each seed's start trained
+            cols += [SFT_STEPS]
         pk_final, pk_start = [], []
         finals, starts, seeds = [], [], []
         for seed in map(int, FLAGS.seeds):
@@ -262,7 +267,9 @@ def write_table(root: str, lr: float | None = None) -> list[dict]:
                 summary = json.load(f)
             with open(os.path.join(workdir, "start_eval.json")) as f:
                 start = json.load(f)
-            finals.append([summary["final_metrics"][c] for c in cols])
+            # The SFT length belongs to the start; the final row repeats it.
+            final = {**summary["final_metrics"], SFT_STEPS: start.get(SFT_STEPS, float("nan"))}
+            finals.append([final[c] for c in cols])
             starts.append([start.get(c, float("nan")) for c in cols])
             pk_final.append(_pass_at_k(summary["final_metrics"]))
             pk_start.append(_pass_at_k(start))
