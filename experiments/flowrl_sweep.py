@@ -34,8 +34,9 @@ preset (GRPO on the unlabelled test prompts with the majority-vote reward). Fini
 skipped, so rerunning resumes. The table (IQM with a 95% bootstrap CI over seeds of the final evaluation,
 and of the SFT start) goes to ``<root>/results.md`` and ``<root>/results.json``; pass@k curves
 (IQM over seeds, k = 1, 2, 4, ..., n) to ``<root>/<preset>_pass_at_k.png``; eval pass@1 against
-RL update to ``<root>/<preset>_curves.png``. With an ``sft_continued`` arm in the sweep the table
-ends with every arm's final minus that control's on the same seeds (paired by seed).
+RL update to ``<root>/<preset>_curves.png``. For each arm of ``--paired_with`` in the sweep
+(default ``sft_continued``, the control, and ``grpo``) the table ends with every other arm's final
+minus that arm's on the same seeds (paired by seed).
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ flags.DEFINE_bool("ttrl", True, "Also run the cpu_ttrl preset (GRPO + majority v
 flags.DEFINE_integer("num_updates", 0, "Override rl.num_updates (0 = preset value).")
 flags.DEFINE_bool("table_only", False, "Only rebuild the table from finished runs.")
 flags.DEFINE_multi_string("set", [], "Config override key=value (Python literal), repeatable.")
+flags.DEFINE_list(
+    "paired_with",
+    ["sft_continued", "grpo"],  # CONTROL_ALGO first
+    "Arms every other arm is paired against, seed by seed (a table each, when in the sweep).",
+)
 flags.DEFINE_list("lrs", [], "Learning-rate sweep: one sub-sweep per rl.lr in <root>/lr<lr>/.")
 flags.mark_flags_as_required(["root"])
 
@@ -180,12 +186,12 @@ def pass_at_k_curves(records, root: str) -> None:
                         "pass@k (IQM over seeds)", "pass@k after RL")  # fmt: skip
 
 
-def paired_deltas(records) -> list[str]:
-    """Markdown rows: per (preset, algo), final minus the ``CONTROL_ALGO`` arm's final on the
+def paired_deltas(records, control_algo: str = CONTROL_ALGO) -> list[str]:
+    """Markdown rows: per (preset, algo), final minus the ``control_algo`` arm's final on the
     same seeds (the arms of one seed share the SFT start, so pairing removes the start's
     seed-to-seed spread), IQM [95% bootstrap CI] over the common seeds."""
     lines = []
-    control = {r["preset"]: r for r in records if r["algo"] == CONTROL_ALGO}
+    control = {r["preset"]: r for r in records if r["algo"] == control_algo}
     for r in records:
         c = control.get(r["preset"])
         if c is None or r is c or r["columns"] != c["columns"]:
@@ -198,7 +204,7 @@ def paired_deltas(records) -> list[str]:
         if not lines:
             lines = [
                 "",
-                f"Final minus {CONTROL_ALGO} on the same seeds (paired), IQM [95% bootstrap CI]",
+                f"Final minus {control_algo} on the same seeds (paired), IQM [95% bootstrap CI]",
                 "",
                 "| run | seeds | " + " | ".join(r["columns"]) + " |",
                 "|---" * (len(r["columns"]) + 2) + "|",
@@ -309,7 +315,8 @@ def write_table(root: str, lr: float | None = None) -> list[dict]:
             ]
         cells = [_fmt(values[:, j]) for j in range(len(cols))]
         lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
-    lines += paired_deltas(records)
+    for control_algo in FLAGS.paired_with:
+        lines += paired_deltas(records, control_algo)
     text = "\n".join(lines).strip() + "\n"
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write(text)

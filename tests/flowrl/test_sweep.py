@@ -68,3 +68,16 @@ def test_lr_sweep_compares_lrs_on_common_seeds_and_picks_the_best():
         "1e-03" not in flowrl_sweep.lr_root("r", 1e-3)
         and flowrl_sweep.lr_root("r", 3e-4) == "r/lr0.0003"
     )
+
+
+def test_paired_deltas_against_another_arm():
+    cols = ["eval/pass@1"]
+    records = [
+        {"preset": "p", "algo": "sft_continued", "seeds": [0, 1], "columns": cols, "final": [[0.5], [0.5]]},
+        {"preset": "p", "algo": "grpo", "seeds": [0, 1], "columns": cols, "final": [[0.4], [0.6]]},
+        {"preset": "p", "algo": "flowrl", "seeds": [1, 0], "columns": cols, "final": [[0.9], [0.5]]},
+    ]  # fmt: skip
+    lines = flowrl_sweep.paired_deltas(records, "grpo")
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| p / ")}
+    assert "minus grpo" in lines[1] and set(rows) == {"p / sft_continued", "p / flowrl"}
+    assert rows["p / flowrl"].split("|")[3].strip().startswith("0.200 [")  # (0.1 + 0.3) / 2
