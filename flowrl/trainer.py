@@ -3,7 +3,8 @@
 ``make_train(config) -> train(key)`` is pure (jit-able; FLOWRL.md §8, STYLE.md convention 2):
 
 1. **SFT warm start** on the demonstrations of the first ``sft.demo_fraction`` of the training
-   problems (token-mean NLL, ``sft.steps`` Adam steps), so the pass rate starts in (0, 1); the
+   problems (token-mean NLL, ``sft.steps`` Adam steps, or with ``sft.until_maj`` > 0 until maj@m
+   on held-out training problems reaches it: :func:`run_sft`), so the pass rate starts in (0, 1); the
    result is both the RL initialisation and the frozen reference pi_ref. The SFT start depends
    only on the seed and the SFT/model/task fields, so every algorithm of a sweep starts from the
    same weights (``train_and_evaluate`` caches it with ``sft.cache_dir``).
