@@ -12,7 +12,7 @@ Issue 15 presets (long; see experiments/configs/flowrl.py):
     python -m experiments.flowrl_sweep --root results/flowrl/ttrl \
         --presets ttrl_strong,ttrl_strong_oracle --seeds 0,1,2,3,4 --nottrl
     python -m experiments.flowrl_sweep --root results/flowrl/ttrl_majority \
-        --presets ttrl_majority,ttrl_majority_oracle --seeds 0,1,2,3,4 --nottrl
+        --presets ttrl_majority,ttrl_majority_oracle --seeds 0,1,2,3,4 --lrs 1e-4,3e-4 --nottrl
 
 ``--lrs 1e-4,3e-4,1e-3`` is the learning-rate sweep (issue 15 §4a): each lr runs the whole sweep
 in ``<root>/lr<lr>/`` (its own table and figures there; ``rl.lr`` set, everything else equal,
