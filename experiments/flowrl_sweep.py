@@ -10,9 +10,11 @@ Issue 15 presets (long; see experiments/configs/flowrl.py):
     python -m experiments.flowrl_sweep --root results/flowrl/multi --presets countdown_multi \
         --algos sft_continued,grpo,dr_grpo,dapo,ppo,flowrl,hpt --seeds 0,1,2,3,4 --nottrl
     python -m experiments.flowrl_sweep --root results/flowrl/ttrl \
-        --presets ttrl_strong,ttrl_strong_oracle --seeds 0,1,2,3,4 --nottrl
+        --presets ttrl_strong,ttrl_strong_oracle --seeds 0,1,2,3,4 --nottrl \
+        --paired_presets ttrl_strong:ttrl_strong_oracle
     python -m experiments.flowrl_sweep --root results/flowrl/ttrl_majority \
-        --presets ttrl_majority,ttrl_majority_oracle --seeds 0,1,2,3,4 --lrs 1e-4,3e-4 --nottrl
+        --presets ttrl_majority,ttrl_majority_oracle --seeds 0,1,2,3,4 --lrs 1e-4,3e-4 --nottrl \
+        --paired_presets ttrl_majority:ttrl_majority_oracle
 
 ``--lrs 1e-4,3e-4,1e-3`` is the learning-rate sweep (issue 15 §4a): each lr runs the whole sweep
 in ``<root>/lr<lr>/`` (its own table and figures there; ``rl.lr`` set, everything else equal,
@@ -71,6 +73,11 @@ flags.DEFINE_list(
     ["sft_continued", "grpo"],  # CONTROL_ALGO first
     "Arms every other arm is paired against, seed by seed (a table each, when in the sweep).",
 )
+flags.DEFINE_list(
+    "paired_presets",
+    [],
+    "preset:control_preset pairs; a table of each algo's final minus the control preset's.",
+)
 flags.DEFINE_list("lrs", [], "Learning-rate sweep: one sub-sweep per rl.lr in <root>/lr<lr>/.")
 flags.mark_flags_as_required(["root"])
 
@@ -78,6 +85,7 @@ COLUMNS = ("eval/pass@1", "eval/pass@{n}", "eval/maj@{n}", "eval/distinct_correc
 CONTROL_ALGO = "sft_continued"  # the arm every RL arm is paired against, seed by seed
 LR_METRIC = "eval/pass@1"  # what the learning-rate sweep ranks by
 SFT_STEPS = "sft_steps"  # start_eval.json: SFT steps the start took (sft.until_maj)
+TTRL_WINDOW = 20  # updates averaged at each end of a TTRL run's label-accuracy trend
 
 
 def _config(preset: str, algo: str | None, seed: int, lr: float | None = None):
@@ -186,33 +194,66 @@ def pass_at_k_curves(records, root: str) -> None:
                         "pass@k (IQM over seeds)", "pass@k after RL")  # fmt: skip
 
 
-def paired_deltas(records, control_algo: str = CONTROL_ALGO) -> list[str]:
-    """Markdown rows: per (preset, algo), final minus the ``control_algo`` arm's final on the
-    same seeds (the arms of one seed share the SFT start, so pairing removes the start's
-    seed-to-seed spread), IQM [95% bootstrap CI] over the common seeds."""
-    lines = []
-    control = {r["preset"]: r for r in records if r["algo"] == control_algo}
-    for r in records:
-        c = control.get(r["preset"])
-        if c is None or r is c or r["columns"] != c["columns"]:
+def _side(record, which: str = "final"):
+    return record["seeds"], record["columns"], record[which]
+
+
+def paired_table(title: str, pairs) -> list[str]:
+    """Markdown rows ``| label | seeds | ... |``: for each ``(label, mine, theirs)`` (each a
+    ``(seeds, columns, values [seed][column])`` side), mine minus theirs on the seeds and columns
+    both have (columns with a NaN on either side dropped), IQM [95% bootstrap CI] over seeds."""
+    lines, header = [], None
+    for label, (ms, mc, mv), (ts, tc, tv) in pairs:
+        common = sorted(set(ms) & set(ts))
+        mine = {c: np.array([mv[ms.index(s)][mc.index(c)] for s in common]) for c in mc if c in tc}
+        theirs = {c: np.array([tv[ts.index(s)][tc.index(c)] for s in common]) for c in mine}
+        cols = [c for c in mine if c != SFT_STEPS and np.isfinite([mine[c], theirs[c]]).all()]
+        if not common or not cols:
             continue
-        common = sorted(set(r["seeds"]) & set(c["seeds"]))
-        if not common:
-            continue
-        mine = np.array([r["final"][r["seeds"].index(s)] for s in common])
-        theirs = np.array([c["final"][c["seeds"].index(s)] for s in common])
         if not lines:
-            lines = [
+            lines = ["", title]
+        if cols != header:
+            header = cols
+            lines += [
                 "",
-                f"Final minus {control_algo} on the same seeds (paired), IQM [95% bootstrap CI]",
-                "",
-                "| run | seeds | " + " | ".join(r["columns"]) + " |",
-                "|---" * (len(r["columns"]) + 2) + "|",
+                "| run | seeds | " + " | ".join(cols) + " |",
+                "|---" * (len(cols) + 2) + "|",
             ]
-        diff = mine - theirs
-        cells = [_fmt(diff[:, j]) for j in range(diff.shape[1])]
-        lines.append(f"| {r['preset']} / {r['algo']} | {len(common)} | " + " | ".join(cells) + " |")
+        cells = [_fmt(mine[c] - theirs[c]) for c in cols]
+        lines.append(f"| {label} | {len(common)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def paired_deltas(records, control_algo: str = CONTROL_ALGO) -> list[str]:
+    """Per (preset, algo), final minus the ``control_algo`` arm's final on the same seeds (the
+    arms of one seed share the SFT start, so pairing removes the start's seed-to-seed spread)."""
+    control = {r["preset"]: r for r in records if r["algo"] == control_algo}
+    pairs = [
+        (f"{r['preset']} / {r['algo']}", _side(r), _side(control[r["preset"]]))
+        for r in records
+        if r["preset"] in control and r is not control[r["preset"]]
+    ]
+    title = f"Final minus {control_algo} on the same seeds (paired), IQM [95% bootstrap CI]"
+    return paired_table(title, pairs)
+
+
+def start_deltas(records) -> list[str]:
+    """Per (preset, algo), final minus its own SFT start, seed by seed: what the arm gained."""
+    pairs = [(f"{r['preset']} / {r['algo']}", _side(r), _side(r, "start")) for r in records]
+    return paired_table("Final minus the SFT start (paired), IQM [95% bootstrap CI]", pairs)
+
+
+def preset_deltas(records, preset: str, control_preset: str) -> list[str]:
+    """Per algo, ``preset``'s final minus ``control_preset``'s on the same seeds: arms that share
+    the SFT start but differ in a preset field (TTRL's vote vs the true labels)."""
+    control = {r["algo"]: r for r in records if r["preset"] == control_preset}
+    pairs = [
+        (f"{preset} - {control_preset} / {r['algo']}", _side(r), _side(control[r["algo"]]))
+        for r in records
+        if r["preset"] == preset and r["algo"] in control
+    ]
+    title = f"Final of {preset} minus {control_preset} on the same seeds (paired), IQM [95% CI]"
+    return paired_table(title, pairs)
 
 
 def training_curves(root: str, records) -> None:
@@ -239,6 +280,39 @@ def training_curves(root: str, records) -> None:
                         "eval pass@1 (IQM over seeds; band min-max)", "training curves")  # fmt: skip
 
 
+def ttrl_per_seed(root: str, preset: str, algo: str, seeds, n: int) -> list[str]:
+    """Markdown rows for a majority-vote (TTRL) arm, one per seed: the start's pass@1 and maj@n,
+    the final pass@1, and the pseudo-label accuracy and majority agreement
+    (``train/label_accuracy``, ``train/majority_ratio``) averaged over the first and the last
+    ``TTRL_WINDOW`` updates: does the vote stay right while the policy learns to agree?"""
+    lines = [
+        "",
+        f"{preset} per seed: label accuracy and agreement, mean of the first -> last "
+        f"{TTRL_WINDOW} updates",
+        "",
+        f"| seed | start pass@1 | start maj@{n} | final pass@1 | label accuracy | agreement |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed in seeds:
+        workdir = os.path.join(root, preset, algo, f"seed{seed}")
+        with open(os.path.join(workdir, "start_eval.json")) as f:
+            start = json.load(f)
+        with open(os.path.join(workdir, "summary.json")) as f:
+            final = json.load(f)["final_metrics"]
+        recs = [r for r in harness.read_metrics(workdir) if "train/label_accuracy" in r]
+
+        def first_last(key):
+            v = [r[key] for r in recs]
+            return f"{np.mean(v[:TTRL_WINDOW]):.2f} -> {np.mean(v[-TTRL_WINDOW:]):.2f}"
+
+        lines.append(
+            f"| {seed} | {start['eval/pass@1']:.3f} | {start[f'eval/maj@{n}']:.3f} | "
+            f"{final['eval/pass@1']:.3f} | {first_last('train/label_accuracy')} | "
+            f"{first_last('train/majority_ratio')} |"
+        )
+    return lines
+
+
 def _pass_at_k(metrics: dict) -> dict[int, float]:
     out = {}
     for key, v in metrics.items():
@@ -250,7 +324,7 @@ def _pass_at_k(metrics: dict) -> dict[int, float]:
 def write_table(root: str, lr: float | None = None) -> list[dict]:
     """Writes ``<root>/results.{md,json}`` and the figures; returns the per-(preset, algo)
     records."""
-    rows, records = [], []
+    rows, records, ttrl_lines = [], [], []
     for preset, algo in _runs():
         base = _config(preset, algo, 0, lr)
         name = base.rl.algo
@@ -283,6 +357,8 @@ def write_table(root: str, lr: float | None = None) -> list[dict]:
         if not finals:
             continue
         finals, starts = np.array(finals), np.array(starts)
+        if base.rl.reward == "majority_vote":
+            ttrl_lines += ttrl_per_seed(root, preset, name, seeds, n)
         label = f"{preset} / {name}"
         rows.append((f"{label} (SFT start)", starts, cols, seeds))
         rows.append((label, finals, cols, seeds))
@@ -315,8 +391,12 @@ def write_table(root: str, lr: float | None = None) -> list[dict]:
             ]
         cells = [_fmt(values[:, j]) for j in range(len(cols))]
         lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
+    lines += start_deltas(records)
     for control_algo in FLAGS.paired_with:
         lines += paired_deltas(records, control_algo)
+    for pair in FLAGS.paired_presets:
+        lines += preset_deltas(records, *pair.split(":"))
+    lines += ttrl_lines
     text = "\n".join(lines).strip() + "\n"
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write(text)
@@ -393,6 +473,12 @@ def write_lr_sweep(root: str, table: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    for pair in FLAGS.paired_presets:
+        names = pair.split(":")
+        if len(names) != 2 or not set(names) <= set(FLAGS.presets):
+            raise app.UsageError(
+                f"--paired_presets {pair!r}: expected preset:control_preset, both in --presets"
+            )
     try:
         lrs = [float(x) for x in FLAGS.lrs]
     except ValueError:

@@ -81,3 +81,23 @@ def test_paired_deltas_against_another_arm():
     rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| p / ")}
     assert "minus grpo" in lines[1] and set(rows) == {"p / sft_continued", "p / flowrl"}
     assert rows["p / flowrl"].split("|")[3].strip().startswith("0.200 [")  # (0.1 + 0.3) / 2
+
+
+def test_start_and_preset_deltas_pair_seeds_and_drop_nan_columns():
+    cols = ["eval/pass@1", "train/label_accuracy"]
+    ttrl = {
+        "preset": "t",
+        "algo": "grpo",
+        "seeds": [0, 1],
+        "columns": cols,
+        "final": [[0.5, 0.8], [0.7, 0.6]],
+        "start": [[0.6, float("nan")], [0.6, float("nan")]],
+    }
+    oracle = {"preset": "o", "algo": "grpo", "seeds": [1, 0], "columns": cols[:1],
+              "final": [[0.9], [0.8]], "start": [[0.6], [0.6]]}  # fmt: skip
+    rows = [ln for ln in flowrl_sweep.start_deltas([ttrl]) if ln.startswith("| t / grpo")]
+    assert len(rows) == 1 and rows[0].count("[") == 1  # label accuracy has no start value
+    assert rows[0].split("|")[3].strip().startswith("0.000 [")  # (-0.1 + 0.1) / 2
+    lines = flowrl_sweep.preset_deltas([ttrl, oracle], "t", "o")
+    rows = [ln for ln in lines if ln.startswith("| t - o / grpo")]
+    assert "| eval/pass@1 |" in lines[3] and rows[0].split("|")[3].strip().startswith("-0.250 [")
