@@ -3,7 +3,11 @@
 #
 #   run(command="bash benchmarks/gpu_ssm_table.sh", timeout_s=480)     (carry .whl if the wheels live there)
 #   knobs (environment): ROWS=all SEEDS=0,1,2,3,4 WORKERS=12 STEPS_SCALE=1 COMMIT=<sha>
-#   PREV=<tgz to resume>
+#   PREV=<tgz to resume> SCAN=chunked
+#
+# SCAN sets model.scan_method for every run: the ind256_* presets use "ref", the fastest back-end
+# on a CPU at L = 256, which on a GPU is one while-loop iteration per token; the back-ends agree
+# to float tolerance (tests/ssm/test_scan.py), so a GPU row is the preset's up to that rounding.
 #
 # 66 runs in priority order (selective copying 5 models x 5 seeds, induction heads 4 x 5, MQAR
 # 4 x 3, ListOps 3 x 3) on 12 processes sharing the GPU. Wall budget: no run starts after 230 s,
@@ -24,6 +28,7 @@ ROWS=${ROWS:-all}
 SEEDS=${SEEDS:-0,1,2,3,4}
 WORKERS=${WORKERS:-12}
 STEPS_SCALE=${STEPS_SCALE:-1}
+SCAN=${SCAN:-chunked}
 # A second call resumes: carry the first call's ssm_table.tgz in .ssm_table_prev/ and the runs
 # that finished there are reused (their summary.json is in it); the rest run from the start.
 PREV=${PREV:-.ssm_table_prev/ssm_table.tgz}
@@ -55,7 +60,7 @@ mkdir -p "$R"
 el "sweep" | tee -a "$LOG"
 timeout -s TERM "$KILL_S" python3 -m experiments.ssm_table --rows "$ROWS" --seeds "$SEEDS" \
   --workers "$WORKERS" --out "$R" --budget_s "$BUDGET_S" --deadline_s "$DEADLINE_S" --timeout_s "$DEADLINE_S" \
-  --steps_scale "$STEPS_SCALE" --commit "$COMMIT" >"$R.out" 2>&1
+  --steps_scale "$STEPS_SCALE" --commit "$COMMIT" --set "model.scan_method=$SCAN" >"$R.out" 2>&1
 rc=$?
 grep '^\[ssm_table' "$R.out" | tee -a "$LOG"
 el "sweep rc=$rc" | tee -a "$LOG"

@@ -24,7 +24,9 @@ MQAR, ListOps; within a group seed by seed, so an early stop leaves whole seeds 
   the IQM and 95% percentile-bootstrap CI over seeds of each final held-out metric
   (:func:`harness.stats.iqm` / :func:`harness.stats.bootstrap_ci`), the per-seed values, a
   verdict sentence against the published claim, the commit, device and command; the curves are
-  held-out accuracy vs gradient step, mean over seeds with the min-max band.
+  held-out accuracy vs gradient step, mean over seeds with the min-max band (for induction heads
+  ``train/token_acc``, every 100 steps: its sequences are drawn fresh at every step, so it is
+  measured on data the model has not seen, beside the evaluations at 16x).
 
 ``--rows`` takes names from :data:`ROWS` or ``all``; any other preset of
 ``experiments/configs/ssm.py`` is accepted as a row without a published claim (the tests use
@@ -93,7 +95,7 @@ GROUPS: dict[str, Group] = {
         ("eval/token_acc", "eval/seq_acc"), ("eval/token_acc",), 5),
     "induction": Group(
         "Induction heads, trained at L = 256, evaluated at 256 / 1024 / 4096 / 16384 (6000 steps)",
-        IND_COLS, ("eval/token_acc", "eval/token_acc_L4096"), 5),
+        IND_COLS, ("train/token_acc", "eval/token_acc_L4096"), 5),
     "mqar": Group("MQAR, vocab 64 (3000 steps)", ("eval/token_acc", "eval/seq_acc"),
                   ("eval/token_acc",), 3),
     "listops": Group("ListOps <= 128 tokens, held-out trees (3000 steps)", ("eval/token_acc",),
