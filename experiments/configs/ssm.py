@@ -23,7 +23,9 @@ equal; ``--config.model.scan_method`` picks the selective-scan back-end.
 Issue 24, the seed table (``python -m experiments.ssm_table``; sized for one GPU, ~30-90 s a run
 with compile, ``model.scan_method="chunked"``: on a GPU the sequential ``"ref"`` scan is one
 while-loop iteration per token; the chunked scan is also the fastest forward+backward on a CPU at
-L = 1024, README "Selective scan"). Everything not named is ``base()``: 2 layers, d_model 64,
+L = 1024, README "Selective scan"; the ``ind256_*`` rows use ``"ref"``, the fastest on a CPU at
+L = 256 and batch 8, and were measured there; ``benchmarks/gpu_ssm_table.sh`` sets ``SCAN``).
+Everything not named is ``base()``: 2 layers, d_model 64,
 vocab 16, AdamW, no weight decay, 100 warm-up steps, constant lr.
 
 * ``sc256_<model>`` for mamba, mamba2, s4d, s4, transformer: selective copying with 16 data tokens
