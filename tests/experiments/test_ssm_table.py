@@ -170,6 +170,17 @@ def test_every_table_preset_validates_and_its_command_parses(preset):
     assert config.model.scan_method == ("ref" if preset.startswith("ind256") else "chunked")
     if "transformer" in layers:  # an f32 attention score tensor at 16384 is 34 GB per batch of 8
         assert max(config.eval.lengths, default=0) <= 4096
+    # Every column and curve of the row's group is a metric the run writes: an extra length
+    # ``_L<n>`` must be evaluated (attention stops at 4096), the rest come from every run.
+    group = st.GROUPS[st.ROWS[preset].group]
+    for metric in group.columns + group.curves:
+        if "_L" in metric:
+            n = int(metric.rsplit("_L", 1)[1])
+            assert n in config.eval.lengths or ("transformer" in layers and n > 4096), metric
+        else:
+            assert metric.split("/")[0] in ("eval", "train"), metric
+    if preset.startswith("ind256"):  # evaluating at 16384 costs ~1 min on a CPU: 3 in 6000 steps
+        assert config.train.num_updates // config.train.eval_every == 3
     for scale in (1.0, 0.01):
         job = st.Job(preset, 3, st.scaled_overrides(preset, scale))
         argv = st.command(job, "/tmp/o")[3:]
