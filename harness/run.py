@@ -21,6 +21,9 @@ An experiment is two pure functions and a loop count:
   commit (with a dirty flag) of the code that ran;
 * PNG plots of the named curves, titled and labelled.
 
+In a multi-process run (issue 23) every process runs the loop and saves its checkpoint shards;
+only process 0 (:func:`harness.workdir.is_primary`) writes the other files.
+
 A NaN or Inf in any metric stops the run with :class:`NonFiniteError` naming the update step and
 the metric, *before* that state is checkpointed, so the last good checkpoint stays intact.
 
@@ -49,7 +52,7 @@ from harness.metrics import (
     truncate_step_logs,
 )
 from harness.plots import Plot, plot_curves
-from harness.workdir import claim_workdir, git_info
+from harness.workdir import claim_workdir, git_info, is_primary
 
 Metrics = dict[str, Any]
 
@@ -74,7 +77,7 @@ def _fmt(values: Mapping[str, float], limit: int = 3) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:limit])
 
 
-def _initial_state(init, seed: int, mngr, workdir: str, desc: str, num_updates: int):
+def _initial_state(init, seed: int, mngr, workdir: str, desc: str, num_updates: int, primary: bool):
     """Restores the newest readable checkpoint (found before compiling) or calls ``init``."""
     concrete = None
     try:
@@ -83,7 +86,8 @@ def _initial_state(init, seed: int, mngr, workdir: str, desc: str, num_updates: 
         # be traced abstractly; its shapes come from running it, and an error there is real.
         concrete = like = init(jax.random.PRNGKey(seed))
     state, start = checkpoint.restore_latest(mngr, workdir, like)
-    truncate_step_logs(workdir, start)
+    if primary:
+        truncate_step_logs(workdir, start)
     if state is None:
         return (init(jax.random.PRNGKey(seed)) if concrete is None else concrete), 0
     print(f"[{desc}] resuming from the checkpoint at update {start}/{num_updates}")
@@ -152,8 +156,9 @@ def run_experiment(
             print(f"[{desc}] {workdir} holds this finished run: {shown}")
             return summary
 
+    primary = is_primary()
     mngr = checkpoint.manager(workdir, keep_checkpoints)
-    state, start = _initial_state(init, seed, mngr, workdir, desc, num_updates)
+    state, start = _initial_state(init, seed, mngr, workdir, desc, num_updates, primary)
     records = read_metrics(workdir)
     last: dict[str, float] = {k: v for k, v in (records[-1] if records else {}).items()}
     last.pop("step", None)
@@ -162,7 +167,7 @@ def run_experiment(
         f"[{desc}] workdir {workdir}; {len(devices)} {jax.default_backend()} device(s); "
         "compiling the first update ..."
     )
-    writer = MetricWriter(workdir, rebuild_tensorboard=True)
+    writer = MetricWriter(workdir, rebuild_tensorboard=True) if primary else None
     t0 = time.time()
     seeds = 1
     bar = tqdm(total=num_updates, initial=start, desc=desc, disable=not progress, unit="upd")
@@ -178,7 +183,8 @@ def run_experiment(
                 ev = to_host_scalars(evaluate(state))
                 check_finite(step, ev)
                 scalars.update(ev)
-            writer.write(step, scalars)
+            if writer is not None:
+                writer.write(step, scalars)
             last.update(scalars)
             if step % checkpoint_every == 0 or is_last:
                 checkpoint.save(mngr, step, state)
@@ -190,7 +196,8 @@ def run_experiment(
                 return {"interrupted": True, "step": step}
     finally:
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         mngr.wait_until_finished()
         mngr.close()
 
@@ -207,6 +214,9 @@ def run_experiment(
         "devices": [str(d) for d in devices],
         "git": git_info(),
     }
+    if not primary:
+        print(f"[{desc}] process {jax.process_index()} finished; process 0 writes the run's files")
+        return summary
     if plots:
         written = plot_curves(workdir, plots, x_label=x_label, num_seeds=seeds)
         summary["plots"] = [os.path.basename(p) for p in written]

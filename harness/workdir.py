@@ -6,6 +6,11 @@ directory *before* anything is written or compiled. A difference stops the comma
 ``overwrite=True``, which moves the old run aside to ``<workdir>.old-<n>``, never deleting it).
 A directory that holds another experiment's run, or files that are not a run, is refused
 untouched.
+
+In a multi-process run (``jax.distributed``, issue 23) the processes share one workdir: process 0
+claims it and writes, the others follow its verdict, and the fields that say how one launch joins
+its processes (:data:`LAUNCH_FIELDS`: each process's id, the coordinator's address, which changes
+when a preempted job restarts on other hosts) are not part of what makes two runs the same.
 """
 
 from __future__ import annotations
@@ -15,9 +20,16 @@ import os
 import subprocess
 from typing import Any
 
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
 from harness.config import ConfigError
 
 CONFIG_FILE = "config.json"
+
+# How one launch joins its processes, not what the run computes (see the module docstring).
+LAUNCH_FIELDS = frozenset({"parallel.process_id", "parallel.coordinator_address"})
 
 
 class WorkdirError(ConfigError):
@@ -40,11 +52,12 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``["field: saved -> current", ...]`` for every leaf that differs (sorted by field)."""
+    """``["field: saved -> current", ...]`` for every leaf that differs (sorted by field),
+    :data:`LAUNCH_FIELDS` left out."""
     a, b = _flatten(saved), _flatten(current)
     missing = object()
     rows = []
-    for field in sorted(set(a) | set(b)):
+    for field in sorted((set(a) | set(b)) - LAUNCH_FIELDS):
         va, vb = a.get(field, missing), b.get(field, missing)
         if va != vb:
             fa = "(absent)" if va is missing else repr(va)
@@ -67,6 +80,11 @@ def _write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def is_primary() -> bool:
+    """Whether this process writes the run's files: the only one, or process 0 of several."""
+    return not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
 def claim_workdir(config: Any, workdir: str, *, overwrite: bool = False) -> None:
     """Makes ``workdir`` this run's own, or raises :class:`WorkdirError` leaving it untouched.
 
@@ -75,7 +93,28 @@ def claim_workdir(config: Any, workdir: str, *, overwrite: bool = False) -> None
     * holds a run of the same experiment with other values: refused with the differing fields,
       unless ``overwrite``, which renames the old run to ``<workdir>.old-<n>`` first;
     * holds another experiment's run (other top-level sections) or other files: refused.
+
+    With several processes only process 0 looks and writes; every process returns after it,
+    and all raise if it refused (its reason on process 0, a pointer to it on the others).
     """
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:
+        _claim(config, workdir, overwrite)
+        return
+    error = None
+    if jax.process_index() == 0:
+        try:
+            _claim(config, workdir, overwrite)
+        except WorkdirError as err:
+            error = err
+    # A collective: no process goes on (or reads the workdir) before process 0 has decided.
+    ok = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if error is not None:
+        raise error
+    if not ok:
+        raise WorkdirError(f"--workdir {workdir} was refused by process 0 (its log says why)")
+
+
+def _claim(config: Any, workdir: str, overwrite: bool) -> None:
     current = config_dict(config)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"--workdir {workdir} exists and is not a directory")
