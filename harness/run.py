@@ -18,7 +18,8 @@ An experiment is two pure functions and a loop count:
   newest readable one (an unreadable one is reported and skipped) and cuts every step log back
   to it; a finished run (``summary.json`` present) is not redone;
 * ``summary.json`` at the end: final metrics, wall time, seed, JAX version, backend, and the git
-  commit (with a dirty flag) of the code that ran;
+  commit (with a dirty flag) of the code that ran, read when this launch started (a commit made
+  while a long run trains is not the code it imported);
 * PNG plots of the named curves, titled and labelled.
 
 In a multi-process run (issue 23) every process runs the loop and saves its checkpoint shards;
@@ -157,6 +158,7 @@ def run_experiment(
             return summary
 
     primary = is_primary()
+    code = git_info()  # now: the checkout may move on while the run trains
     mngr = checkpoint.manager(workdir, keep_checkpoints)
     state, start = _initial_state(init, seed, mngr, workdir, desc, num_updates, primary)
     records = read_metrics(workdir)
@@ -212,7 +214,7 @@ def run_experiment(
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in devices],
-        "git": git_info(),
+        "git": code,
     }
     if not primary:
         print(f"[{desc}] process {jax.process_index()} finished; process 0 writes the run's files")

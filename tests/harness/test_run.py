@@ -235,9 +235,25 @@ def test_kill_before_first_checkpoint_restarts_clean_and_step_logs_are_cut(tmp_p
     assert len(os.listdir(tmp_path / "tb")) == 1  # TensorBoard rebuilt, not appended to
 
 
-def test_summary_records_the_code_and_plots_are_labelled(tmp_path):
-    summary = _run(tmp_path)
-    assert set(summary["git"]) == {"commit", "dirty"}
+def test_summary_records_the_code_and_plots_are_labelled(tmp_path, monkeypatch):
+    assert set(_run(tmp_path / "real")["git"]) == {"commit", "dirty"}
+    # A commit made while the run trains is not the code it runs: read at the start.
+    init, update = _toy()
+    trained = []
+
+    def update_and_mark(state):
+        trained.append(True)
+        return update(state)
+
+    def fake_git_info():
+        return {"commit": "later" if trained else "at-start", "dirty": False}
+
+    monkeypatch.setattr(harness.run, "git_info", fake_git_info)
+    summary = harness.run_experiment(
+        _config(), str(tmp_path / "fake"), init=init, update=update_and_mark, num_updates=2,
+        seed=0, checkpoint_every=2, progress=False,
+    )  # fmt: skip
+    assert trained and summary["git"]["commit"] == "at-start"
     assert summary["num_seeds"] == 2  # the per-seed metric has two entries
     plot = harness.plots.as_plot(["loss", "per_seed"], "train_loss.png")
     assert plot.title == "train loss" and plot.ylabel == "train loss"
