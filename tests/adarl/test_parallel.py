@@ -7,7 +7,6 @@ single device run here.
 """
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -71,41 +70,20 @@ def test_configs_without_a_parallel_section_still_validate():
     assert train_lib.train_mesh(c) is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # Default suite (issue 23: the 2-process test runs in CI): three JAX processes with their own
 # compiles, ~100 s wall on the 2-core machine.
 def test_two_processes_equal_one_process(tmp_path):
     """2 processes x 2 CPU devices (gloo) form one 4-device mesh; SAC and SSM LM updates on it
     equal the same updates in one process with 4 devices."""
     script = os.path.join(ROOT, "tests", "adarl", "multiprocess_script.py")
-    base = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    two = dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    four = dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    multi, single, port = tmp_path / "multi.npz", tmp_path / "single.npz", str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, script, "multi", str(multi), port, str(pid)],
-            env=two,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for pid in (0, 1)
-    ]
-    outs = [p.communicate(timeout=900) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-4000:]
+    multi, single, port = tmp_path / "multi.npz", tmp_path / "single.npz", str(devices.free_port())
+    outs = devices.run_processes(
+        lambda pid: [script, "multi", str(multi), port, str(pid)], devices=2, timeout=900
+    )
+    for code, out, err in outs:
+        assert code == 0, err[-4000:]
         assert "OK multi" in out
-    ref = subprocess.run(
-        [sys.executable, script, "single", str(single)],
-        env=four, cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    ref = devices.run_python([script, "single", str(single)], devices=4, timeout=900)
     assert ref.returncode == 0, ref.stderr[-4000:]
     a, b = np.load(single), np.load(multi)
     assert a.files == b.files and len(a.files) > int(a["n_sac"]) > 10

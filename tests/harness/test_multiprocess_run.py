@@ -8,45 +8,22 @@ Each launch is two processes of ``multiprocess_run_script.py`` (~5 s: imports, n
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
+
+from tests import devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "tests", "harness", "multiprocess_run_script.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(workdir, scale=0.5, stop_after=None):
     """Both processes of one launch; ``[(returncode, stdout, stderr)]`` by process id."""
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=ROOT,
-        XLA_FLAGS="--xla_force_host_platform_device_count=1",
-    )
-    port = str(_free_port())
+    port = str(devices.free_port())
     extra = [] if stop_after is None else [str(stop_after)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, SCRIPT, str(workdir), port, str(pid), str(scale), *extra],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for pid in (0, 1)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
+    return devices.run_processes(
+        lambda pid: [SCRIPT, str(workdir), port, str(pid), str(scale), *extra], timeout=300
+    )
 
 
 def metrics(workdir):
@@ -119,37 +96,18 @@ def test_a_different_config_is_refused_by_process_0_and_every_process_stops(
 def test_ssm_cli_in_two_processes_equals_one_process(tmp_path):
     """``python -m experiments.ssm`` (smoke) as 2 processes x 1 CPU device into one workdir
     writes each step once, with the metrics of the same run in one process with 2 devices."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    base = [sys.executable, "-m", "experiments.ssm", "--config",
-            "experiments/configs/ssm.py:smoke"]  # fmt: skip
-    port = str(_free_port())
-    one = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    procs = [
-        subprocess.Popen(
-            [
-                *base,
-                "--workdir",
-                str(tmp_path / "multi"),
-                f"--config.parallel.coordinator_address=127.0.0.1:{port}",
-                "--config.parallel.num_processes=2",
-                f"--config.parallel.process_id={pid}",
-            ],
-            env=one,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for pid in (0, 1)
-    ]
-    two = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    single = subprocess.run([*base, "--workdir", str(tmp_path / "single")], env=two, cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    base = ["-m", "experiments.ssm", "--config", "experiments/configs/ssm.py:smoke"]
+    port = str(devices.free_port())
+    outs = devices.run_processes(
+        lambda pid: [*base, "--workdir", str(tmp_path / "multi"),
+                     f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+                     "--config.parallel.num_processes=2", f"--config.parallel.process_id={pid}"],
+    )  # fmt: skip
+    single = devices.run_python([*base, "--workdir", str(tmp_path / "single")], devices=2)
+    for code, _out, err in outs:
+        assert code == 0, err[-3000:]
     assert single.returncode == 0, single.stderr[-3000:]
-    assert "process 1 finished" in outs[1][0]
+    assert "process 1 finished" in outs[1][1]
     multi, ref = metrics(tmp_path / "multi"), metrics(tmp_path / "single")
     assert [r["step"] for r in multi] == [r["step"] for r in ref] == [1, 2, 3]
     for a, b in zip(multi, ref, strict=True):
