@@ -35,7 +35,7 @@ def run_processes(argv_of, num_processes=2, devices=1, timeout=600, **env):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for pid in range(num_processes)
     ]
     outs = [p.communicate(timeout=timeout) for p in procs]

@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_four_devices_equal_one_device():
     script = os.path.join(ROOT, "tests", "adarl", "parallel_script.py")
-    out = devices.run_python([script], devices=4, timeout=900, PYTHONPATH=ROOT)
+    out = devices.run_python([script], devices=4, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     for name in ("sac", "checkpoint", "ppo", "windtunnel", "bad_mesh"):
         assert f"OK {name}" in out.stdout
