@@ -5,8 +5,8 @@
 #   knobs (environment): ROWS=all SEEDS=0,1,2,3,4 WORKERS=12 STEPS_SCALE=1 COMMIT=<sha>
 #   PREV=<tgz to resume> SCAN=chunked
 #
-# SCAN sets model.scan_method for every run: the ind256_* presets use "ref", the fastest back-end
-# on a CPU at L = 256, which on a GPU is one while-loop iteration per token; the back-ends agree
+# SCAN sets model.scan_method for every run: the ind256_*, mqar_*, listops128_* presets use "ref",
+# the fastest back-end on a CPU at L <= 256, which on a GPU is one while-loop iteration per token; the back-ends agree
 # to float tolerance (tests/ssm/test_scan.py), so a GPU row is the preset's up to that rounding.
 #
 # 66 runs in priority order (selective copying 5 models x 5 seeds, induction heads 4 x 5, MQAR
