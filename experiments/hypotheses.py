@@ -49,6 +49,9 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+MIN_SHARED_KEYS = 0.8  # fraction of a template run's config keys a matched preset must have
+
+
 def _flat_preset(module: str, preset: str) -> dict:
     cfg = importlib.import_module(f"experiments.configs.{module}").get_config(preset)
     return load.flatten(json.loads(cfg.to_json()))
@@ -57,28 +60,33 @@ def _flat_preset(module: str, preset: str) -> dict:
 def resolve_template(run_dir: str, cell: dict) -> tuple[str, str, dict]:
     """(experiment module, preset, overrides) reproducing a template run with ``cell`` set.
 
-    A harness run directory is matched to the preset of ``experiments/configs/<module>.py`` with
-    the same keys and the fewest differing values; a sweep table row (``preset``, ``algo``) maps
-    to ``experiments/configs/flowrl.py:<preset>`` with ``rl.algo``."""
+    A harness run directory is matched to the preset of ``experiments/configs/<module>.py``
+    nearest to it: fewest keys on one side only, then fewest differing values. A run recorded
+    before its config gained (or lost) fields still matches: a field it lacks keeps the preset's
+    value, a field the preset no longer has is dropped; at least ``MIN_SHARED_KEYS`` of the run's
+    keys must be the preset's. A sweep table row (``preset``, ``algo``) maps to
+    ``experiments/configs/flowrl.py:<preset>`` with ``rl.algo``."""
     if os.path.isfile(run_dir):
         preset = cell.get("preset", "cpu")
         return SWEEP_TABLE_EXPERIMENT, preset, {"rl.algo": cell["algo"]} if "algo" in cell else {}
     with open(os.path.join(run_dir, "config.json")) as f:
         run = load.flatten(json.load(f))
-    best = None
+    best, best_rank = None, None
     for module in CONFIG_MODULES:
         presets = importlib.import_module(f"experiments.configs.{module}").PRESETS
         for preset in presets:
             ref = _flat_preset(module, preset)
-            if set(ref) != set(run):
+            shared = set(ref) & set(run)
+            if len(shared) < MIN_SHARED_KEYS * len(run):
                 continue
-            diff = {k: run[k] for k in run if run[k] != ref[k] and k != "seed"}
-            if best is None or len(diff) < len(best[2]):
-                best = (module, preset, diff)
+            diff = {k: run[k] for k in sorted(shared) if run[k] != ref[k] and k != "seed"}
+            rank = (len(set(ref) ^ set(run)), len(diff))
+            if best_rank is None or rank < best_rank:
+                best, best_rank = (module, preset, diff, shared), rank
     if best is None:
         raise ValueError(f"no experiments/configs preset has the keys of {run_dir}/config.json")
-    module, preset, diff = best
-    return module, preset, diff | {k: v for k, v in cell.items() if k in run}
+    module, preset, diff, shared = best
+    return module, preset, diff | {k: v for k, v in cell.items() if k in shared}
 
 
 def next_sweep_cells(proposal: score.Proposal) -> dict[str, tuple[str, str, dict]]:
@@ -193,8 +201,7 @@ def main(argv=None) -> list[pipeline.SweepResult]:
         with open(path) as f:
             prior += score.prior_from_graph(f.read())
     results, sections = [], []
-    for root in args.runs:
-        sweep = load.load_sweep(root, final_k=args.final_k)
+    for sweep in (s for root in args.runs for s in load.load_sweeps(root, args.final_k)):
         res = pipeline.run_sweep(sweep, cfg, prior, args.split, args.holdout)
         write_sweep(res, args.out, args)
         sections += report.sweep_sections(res, args.out, args.top)

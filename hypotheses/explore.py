@@ -136,20 +136,23 @@ def _crossed(df: pd.DataFrame, a: str, b: str, min_n: int) -> bool:
 def directions(df: pd.DataFrame, schema: T.Schema, min_n: int = 2) -> list[T.Direction]:
     """Testable directions: every factor -> metric within each task (>= ``min_n`` replicates per
     level), every crossed factor x factor pair, and, when the tasks cross a factor, factor x task
-    plus the factor's effect aggregated across tasks."""
+    plus the factor's effect aggregated across tasks.
+
+    Crossing is checked on the runs that record the metric: a metric only some runs write (the
+    rank of a low-rank network) must not get a direction from factors that vary only across the
+    runs without it."""
     out: list[T.Direction] = []
     tasks = sorted(df.groupby(schema.task), key=lambda t: str(t[0])) if schema.task else [("", df)]
     for task, sub in tasks:
         out += main_directions(sub, task, schema, min_n)
         for a, b in itertools.combinations(schema.factors, 2):
-            if _crossed(sub, a, b, min_n):
-                out += [T.Direction(T.INTERACTION, a, m, str(task), b) for m in schema.metrics]
+            out += [T.Direction(T.INTERACTION, a, m, str(task), b) for m in schema.metrics
+                    if _crossed(sub[sub[m].notna()], a, b, min_n)]  # fmt: skip
     if schema.task:
-        for f in schema.factors:
-            sub = df[df.groupby(schema.task)[f].transform("nunique") > 1]
+        for f, m in itertools.product(schema.factors, schema.metrics):
+            has = df[df[m].notna()]
+            sub = has[has.groupby(schema.task)[f].transform("nunique") > 1]
             if sub[schema.task].nunique() >= 2 and _crossed(sub, f, schema.task, min_n):
-                levels = _levels(sub[f])
-                for m in schema.metrics:
-                    out.append(T.Direction(T.INTERACTION, f, m, "", schema.task))
-                    out.append(T.Direction(T.AGGREGATE, f, m, "", schema.task, levels))
+                out.append(T.Direction(T.INTERACTION, f, m, "", schema.task))
+                out.append(T.Direction(T.AGGREGATE, f, m, "", schema.task, _levels(sub[f])))
     return out

@@ -147,18 +147,35 @@ def discover(root: str) -> Iterator[tuple[str, str]]:
 
 def load_sweep(root: str, name: str | None = None, final_k: int = 3) -> Sweep:
     """Reads every source under ``root`` into one :class:`Sweep` (run ids relative to root)."""
+    return _load(root, list(discover(root)), name, final_k)
+
+
+def load_sweeps(root: str, final_k: int = 3) -> list[Sweep]:
+    """One :class:`Sweep` per kind of source under ``root``: named after ``root`` when there is
+    one kind, ``<root>-<loader>`` otherwise. The kinds name their columns differently (a harness
+    run's config fields are dotted, ``rl.algo``; a sweep table's are its record keys, ``algo``),
+    so a table mixing them has no factor that every row has and yields no test."""
+    sources = list(discover(root))
+    kinds = list(dict.fromkeys(loader for loader, _ in sources))
+    if len(kinds) <= 1:
+        return [_load(root, sources, None, final_k)]
+    base = os.path.basename(os.path.abspath(root).rstrip("/"))
+    return [_load(root, [s for s in sources if s[0] == k], f"{base}-{k}", final_k) for k in kinds]
+
+
+def _load(root: str, sources: list[tuple[str, str]], name: str | None, final_k: int) -> Sweep:
     rows: Rows = []
     config_cols: list[str] = []
-    sources = []
+    ids = []
     base = os.path.dirname(os.path.abspath(root).rstrip("/"))
-    for loader, path in discover(root):
+    for loader, path in sources:
         run_id = os.path.relpath(os.path.abspath(path), base)
         new_rows, cols = LOADERS.get(loader)(path, run_id, final_k)
         for r in new_rows:
             r.update(run_dir=path, loader=loader)
         rows += new_rows
         config_cols += [c for c in cols if c not in config_cols]
-        sources.append(run_id)
+        ids.append(run_id)
     table = pd.DataFrame(rows)
     notes = []
     if len(table) and (table["seed"] == AGGREGATE_SEED).any():
@@ -166,4 +183,4 @@ def load_sweep(root: str, name: str | None = None, final_k: int = 3) -> Sweep:
         notes.append(f"aggregate-only runs (no per-seed values; excluded from tests): {agg}")
         table = table[table["seed"] != AGGREGATE_SEED].reset_index(drop=True)
     sweep_name = name or os.path.basename(os.path.abspath(root).rstrip("/"))
-    return Sweep(sweep_name, table, tuple(config_cols), tuple(sources), tuple(notes))
+    return Sweep(sweep_name, table, tuple(config_cols), tuple(ids), tuple(notes))

@@ -68,9 +68,11 @@ def _one_sided(r: T.Relation, frame: pd.DataFrame, alternative: str) -> tuple[fl
     m = frame[r.metric].to_numpy(float)
     if r.design in (T.INTERACTION, T.AGGREGATE) or r.tool in analyze.OMNIBUS:
         levels = (r.level_a, r.level_b) if r.design == T.AGGREGATE else _levels(frame)
+        if len(levels) < 2 or not set(levels) <= set(_levels(frame)):
+            return math.nan, math.nan, len(m)  # the validation rows lack a level: untestable
         d = T.Direction(r.design, r.factor, r.metric, r.task, r.factor_b, levels)
-        res = tools.TOOLS.get(r.tool).fn(tools.TestData(d, frame, reps=0))[0]
-        return res.p, res.effect, res.n
+        res = tools.TOOLS.get(r.tool).fn(tools.TestData(d, frame, reps=0))
+        return (res[0].p, res[0].effect, res[0].n) if res else (math.nan, math.nan, len(m))
     if r.design == T.CONTINUOUS:
         x = frame[r.factor].to_numpy(float)
         res = stats.spearmanr(x, m, alternative=alternative)

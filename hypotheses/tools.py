@@ -318,9 +318,13 @@ def ols_interaction(data: TestData) -> list[T.Relation]:
     """OLS ``metric ~ A + B + A:B`` against ``metric ~ A + B`` (F-test of the interaction terms).
 
     The effect is the interaction coefficient (a difference of differences for two binary
-    factors) with its OLS 95% CI; with several interaction terms, the largest in magnitude."""
+    factors) with its OLS 95% CI; with several interaction terms, the largest in magnitude.
+    No relation when a factor takes one value in ``frame`` (the rows that have the metric: a
+    sweep's factors may vary only across runs that lack it, e.g. ranks of dense networks)."""
     d, f = data.direction, data.frame
     ca, cb = _codes(f[d.factor]), _codes(f[d.factor_b])
+    if ca.shape[1] == 0 or cb.shape[1] == 0:
+        return []
     inter = pd.DataFrame(
         {f"{i}:{j}": ca[i] * cb[j] for i in ca for j in cb}, index=f.index, dtype=float
     )

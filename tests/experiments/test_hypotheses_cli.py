@@ -84,6 +84,20 @@ def test_launch_respects_budget(tmp_path):
     assert [d["returncode"] for d in done] == [0, 0] and marker.read_text() == "xx"
 
 
+def test_template_recorded_before_a_config_change_matches_its_preset(tmp_path):
+    """A run whose config predates a field added to its preset (and has one since removed) is
+    matched to that preset: the new field keeps the preset's value, the old one is dropped."""
+    run = json.loads(adarl_configs.get_config("cpu").to_json())
+    run["seed"] = 7
+    run["sac"]["lr"] = 0.5  # a value the run changed
+    del run["eval"][next(iter(run["eval"]))]  # a field added after the run
+    run["obsolete_field"] = 1  # a field removed since
+    _write(tmp_path / "config.json", run)
+    module, preset, overrides = cli.resolve_template(str(tmp_path), {"algo": "sac", "gone": 2})
+    assert (module, preset) == ("adarl", "cpu")
+    assert overrides == {"sac.lr": 0.5, "algo": "sac"}
+
+
 def test_bad_template_raises(tmp_path):
     _write(tmp_path / "config.json", {"unknown": 1})
     with pytest.raises(ValueError, match="no experiments/configs preset"):

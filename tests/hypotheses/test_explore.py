@@ -113,6 +113,19 @@ def test_loaders_layouts(runs_dir):
     assert len(sweep.table) == 3 + 1 + 2
 
 
+def test_load_sweeps_splits_source_kinds(runs_dir):
+    """Harness runs (``rl.algo``) and sweep tables (``algo``) name their factors differently, so
+    a directory holding both is read as one sweep per kind; one kind stays one sweep."""
+    both = {s.name: s for s in load.load_sweeps(str(runs_dir))}
+    assert set(both) == {"sweep-harness_run", "sweep-sweep_table"}
+    assert set(both["sweep-sweep_table"].table["loader"]) == {"sweep_table"}
+    assert (
+        len(both["sweep-harness_run"].table) == 3 + 1 and len(both["sweep-sweep_table"].table) == 2
+    )
+    (one,) = load.load_sweeps(str(runs_dir / "flow"))
+    assert one.name == "flow" and len(one.table) == 2
+
+
 def test_load_recorded_results(tmp_path):
     """The recorded adarl ``cpu`` results: 3 algorithms x 5 vmapped seeds; the rnac runs are
     aggregate-only. (Copied apart: ``results/adarl`` also holds the cpu_robust arms, another

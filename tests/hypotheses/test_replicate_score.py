@@ -59,6 +59,22 @@ def test_null_discoveries_replicate_at_alpha():
     assert abs(np.mean(reps) - 0.05) < 3 * np.sqrt(0.05 * 0.95 / len(reps))
 
 
+def test_validation_rows_with_one_level_are_untestable():
+    """An omnibus, interaction or aggregate relation whose validation rows hold one level of its
+    factor (a sister task that ran one arm) is untestable, not a crash."""
+    rng = np.random.default_rng(2)
+    val = _two_groups(rng, 4, 1.0)
+    val = val[val["A"] == "a1"].assign(B=["x", "y"] * 2, task=["t"] * 4)
+    schema = T.Schema({"A": T.CATEGORICAL, "B": T.CATEGORICAL}, ("y",), "seed", None, {}, ())
+    anova = _rel(tool="anova", design=T.K_LEVEL, factor="A", metric="y", relation=T.MODULATES)
+    inter = _rel(tool="ols_interaction", design=T.INTERACTION, factor="A", factor_b="B",
+                 metric="y", relation=T.INTERACTS)  # fmt: skip
+    for r in (anova, inter):
+        assert R.validate(r, val, schema, "").status == R.UNTESTABLE
+    both = _two_groups(rng, 4, 3.0)  # both levels present: the same relation is tested
+    assert R.validate(anova, both, schema, "").status in (R.REPLICATED, R.FAILED)
+
+
 def test_sweep_replication_split_and_rates():
     df = planted.planted_table(np.random.default_rng(0))
     res = pipeline.run_sweep(

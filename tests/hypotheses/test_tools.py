@@ -86,6 +86,23 @@ def test_continuous_tools():
     assert rho.p == pytest.approx(stats.spearmanr(x, y).pvalue) and rho.effect > 0.8
 
 
+def test_ols_interaction_is_the_difference_of_differences_and_needs_two_varying_factors():
+    rng = np.random.default_rng(0)
+    cells = {("a", "x"): 0.0, ("a", "y"): 1.0, ("b", "x"): 2.0, ("b", "y"): 6.0}  # dd = 3
+    rows = [{"run_id": f"{fa}{fb}{i}", "A": fa, "B": fb, "y": mu + 0.1 * rng.normal()}
+            for (fa, fb), mu in cells.items() for i in range(4)]  # fmt: skip
+    frame = pd.DataFrame(rows)
+    d = T.Direction(T.INTERACTION, "A", "y", "", "B")
+    r = tools.ols_interaction(tools.TestData(d, frame))[0]
+    mean = frame.groupby(["A", "B"])["y"].mean()
+    dd = (mean["b", "y"] - mean["b", "x"]) - (mean["a", "y"] - mean["a", "x"])
+    assert r.effect == pytest.approx(dd) and r.ci_low < 3.0 < r.ci_high and r.p < 1e-6
+    # The rows that have a metric may hold one level of a factor that varies across the sweep
+    # (ranks exist only for low-rank networks): no interaction to estimate, no crash.
+    one_level = frame[frame["A"] == "a"]
+    assert tools.ols_interaction(tools.TestData(d, one_level)) == []
+
+
 def test_iqm_aggregate_across_tasks():
     """b beats a by 1 SD on two tasks whose scores differ 100x in scale: the task-normalised IQM
     difference is positive with a CI above 0; shuffling within tasks gives its p."""
