@@ -63,6 +63,29 @@ def test_directions_and_coverage():
     assert explore.missingness(df, schema).set_index("metric").loc["success", "missing"] > 0
 
 
+def test_directions_are_crossed_on_the_runs_that_record_the_metric():
+    """``rank`` exists only for batch 64 (as a low-rank network's rank exists only for low-rank
+    runs): no batch x factor or batch x task direction for it, while ``return`` keeps them."""
+    df = _generic_table()
+    df["rank"] = np.where(df["batch"] == 64, df["return"], np.nan)
+    schema = explore.infer_schema(df)
+    assert "rank" in schema.metrics
+    dirs = {
+        (d.design, d.factor, d.factor_b, d.task, d.metric) for d in explore.directions(df, schema)
+    }
+    for metric, present in (("return", True), ("rank", False)):
+        assert ((T.INTERACTION, "algo", "batch", "hopper", metric) in dirs) is present
+        assert ((T.INTERACTION, "batch", "env", "", metric) in dirs) is present
+        assert ((T.AGGREGATE, "batch", "env", "", metric) in dirs) is present
+    assert (
+        T.INTERACTION,
+        "algo",
+        "env",
+        "",
+        "rank",
+    ) in dirs  # algo still varies within rank's runs
+
+
 def _write(path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj))
