@@ -97,9 +97,9 @@ GROUPS: dict[str, Group] = {
         "Induction heads, trained at L = 256, evaluated at 256 / 1024 / 4096 / 16384 (6000 steps)",
         IND_COLS, ("train/token_acc", "eval/token_acc_L4096"), 5),
     "mqar": Group("MQAR, vocab 64 (3000 steps)", ("eval/token_acc", "eval/seq_acc"),
-                  ("eval/token_acc",), 3),
+                  ("eval/token_acc",), 5),
     "listops": Group("ListOps <= 128 tokens, held-out trees (3000 steps)", ("eval/token_acc",),
-                     ("eval/token_acc",), 3),
+                     ("eval/token_acc",), 5),
     "other": Group("Other presets", ("eval/token_acc", "eval/seq_acc"), ("eval/token_acc",), 5),
 }  # fmt: skip
 
@@ -534,7 +534,9 @@ def define_flags() -> None:
     """The command's flags; defined only when it runs, so that importing this module (tests,
     other scripts) does not clash with other absl flag sets such as flowrl_sweep's."""
     flags.DEFINE_list("rows", ["all"], f"Presets (rows) or 'all' = {', '.join(ROWS)}.")
-    flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (MQAR/ListOps use the first 3).")
+    flags.DEFINE_list(
+        "seeds", ["0", "1", "2", "3", "4"], "Seeds (each group runs at most its max_seeds)."
+    )
     flags.DEFINE_integer("workers", 1, "Parallel run processes.")
     flags.DEFINE_string("out", None, "Output directory.")
     flags.DEFINE_float(
