@@ -9,8 +9,8 @@
 # the fastest back-end on a CPU at L <= 256, which on a GPU is one while-loop iteration per token; the back-ends agree
 # to float tolerance (tests/ssm/test_scan.py), so a GPU row is the preset's up to that rounding.
 #
-# 66 runs in priority order (selective copying 5 models x 5 seeds, induction heads 4 x 5, MQAR
-# 4 x 3, ListOps 3 x 3) on 12 processes sharing the GPU. Wall budget: no run starts after 230 s,
+# 80 runs in priority order (selective copying 5 models x 5 seeds, induction heads 4 x 5, MQAR
+# 4 x 5, ListOps 3 x 5) on 12 processes sharing the GPU. Wall budget: no run starts after 230 s,
 # runs still going at 310 s are killed (recorded as timeouts), the sweep process itself is
 # stopped at 340 s, the table is rebuilt from whatever finished (<= 60 s), then packed: ~6.5 min.
 # The results are written outside $OUT (a run writes hundreds of files and only 8 come back) and

@@ -1,12 +1,14 @@
 """Module 1, exploration (SAFETY_AND_ANALYSIS.md §2.2): schema, coverage, research directions.
 
-``infer_schema`` decides which columns are factors (with a kind), metrics, the seed and the task;
-``coverage`` and ``missingness`` describe the design; ``directions`` lists the testable
-(factor -> metric) and (factor x factor -> metric) questions within each task.
+``stratify`` makes rows measured under different protocols different tasks; ``infer_schema``
+decides which columns are factors (with a kind), metrics, the seed and the task; ``coverage`` and
+``missingness`` describe the design; ``directions`` lists the testable (factor -> metric) and
+(factor x factor -> metric) questions within each task.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -16,7 +18,14 @@ from hypotheses import types as T
 
 ID_COLUMNS = ("run_id", "run_dir", "loader", "seed")
 SEED_NAMES = ("seed", "seeds", "replicate")
-TASK_NAMES = ("env.name", "task", "env", "environment", "task.name", "preset", "dataset")
+STRATUM = "task+protocol"  # the task column ``stratify`` adds
+TASK_NAMES = (STRATUM, "env.name", "task", "env", "environment", "task.name", "preset", "dataset")
+# Config fields that define what a metric measures: the environment, the task and the evaluation
+# (a robustness grid, a sequence length) ...
+PROTOCOL_PREFIXES = ("env.", "task.", "eval.")
+# ... except those that only set how many samples estimate it or when (their last name part ends
+# with one of these): they change the noise, not the quantity.
+SAMPLING_SUFFIXES = ("batch_size", "num_batches", "every", "episodes", "lengths")
 MAX_LEVELS = 6  # a numeric column with at most this many repeated values is a factor
 
 
@@ -59,6 +68,43 @@ def _aliases(df: pd.DataFrame, cols: list[str], prefer: tuple[str, ...]) -> dict
         else:
             groups[c] = []
     return groups
+
+
+def _is_protocol(column: str) -> bool:
+    return column.startswith(PROTOCOL_PREFIXES) and not column.endswith(SAMPLING_SUFFIXES)
+
+
+def stratify(sweep: T.Sweep) -> T.Sweep:
+    """Rows of one task whose protocol fields differ become different tasks.
+
+    A metric measured under another protocol is another quantity: the grid minimum over pole
+    mass x gear 0.25-4x is not the one over cart x pole mass 0.5-2x, so comparing the runs of two
+    presets of one environment would credit every field the presets differ in (a learning-rate
+    schedule) with the grid's effect. Protocol fields are the config columns under
+    ``PROTOCOL_PREFIXES`` that are not sample sizes (``SAMPLING_SUFFIXES``). When some vary
+    within a task (the first ``TASK_NAMES`` config column; the whole sweep without one), they and
+    the task column are replaced by one column ``STRATUM`` whose value names them all, e.g.
+    ``"CartpoleSwingup | eval.grid_scales=(0.25, 0.5, 1.0, 2.0, 4.0)"``; the sweep is returned
+    unchanged otherwise. Factors are then compared only within a protocol (and across protocols
+    only through the factor x task aggregate, on task-normalised values)."""
+    df, cols = sweep.table, sweep.config_columns
+    task = next((c for c in TASK_NAMES if c in cols and c in df.columns), None)
+    keys = df[task].map(level_key) if task else pd.Series("", index=df.index)
+    varying = [c for c in cols if c in df.columns and _is_protocol(c) and c != task
+               and df[c].map(level_key).groupby(keys).nunique().max() > 1]  # fmt: skip
+    if not varying:
+        return sweep
+    labels = df[varying].apply(lambda r: ", ".join(f"{c}={level_key(r[c])}" for c in varying), 1)
+    stratum = keys + " | " + labels if task else labels
+    folded = [*varying, *([task] if task else [])]
+    table = df.drop(columns=folded).assign(**{STRATUM: stratum})
+    note = f"tasks split by protocol: {', '.join(folded)} folded into '{STRATUM}'"
+    return dataclasses.replace(
+        sweep,
+        table=table,
+        config_columns=(STRATUM, *(c for c in cols if c not in folded)),
+        notes=(*sweep.notes, note),
+    )
 
 
 def infer_schema(df: pd.DataFrame, config_columns: tuple[str, ...] | None = None) -> T.Schema:

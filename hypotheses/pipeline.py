@@ -82,6 +82,7 @@ def run_sweep(sweep: T.Sweep, cfg: analyze.AnalysisConfig, prior: list[score.Exp
 
 
 def _run_sweep(sweep, cfg, prior, split, holdout) -> SweepResult:
+    sweep = explore.stratify(sweep)
     schema = explore.infer_schema(sweep.table, sweep.config_columns)
     dirs = tuple(explore.directions(sweep.table, schema, cfg.min_n))
     relations = analyze.correct(analyze.run_tools(sweep.table, schema, dirs, cfg), cfg.alpha)

@@ -10,6 +10,7 @@ import pytest
 
 from hypotheses import explore, load
 from hypotheses import types as T
+from tests.hypotheses import planted
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -160,3 +161,29 @@ def test_load_recorded_results(tmp_path):
     assert schema.factors == {"algo": T.CATEGORICAL}
     assert sweep.table.groupby("algo").size().to_dict() == {"adarl": 5, "parseval": 5, "sac": 5}
     assert "robust/grid_min" in schema.metrics
+
+
+def test_stratify_makes_another_protocol_another_task():
+    """The runs of two evaluation grids are two tasks: the schedule that changes with the grid
+    gets no direction (it would carry the grid's -300), the algorithm is compared within each
+    grid, and a sample-size field (``eval.num_episodes``) neither splits nor becomes a factor."""
+    sweep = explore.stratify(planted.two_protocol_sweep())
+    assert explore.STRATUM in sweep.table and "eval.grid_scales" not in sweep.table
+    tasks = set(sweep.table[explore.STRATUM])
+    assert tasks == {"Cartpole | eval.grid_scales=(0.5, 1.0, 2.0)",
+                     "Cartpole | eval.grid_scales=(0.25, 1.0, 4.0)"}  # fmt: skip
+    schema = explore.infer_schema(sweep.table, sweep.config_columns)
+    assert schema.task == explore.STRATUM
+    dirs = explore.directions(sweep.table, schema)
+    assert {d.factor for d in dirs} == {"rl.algo"}
+    assert {d.task for d in dirs if d.design == T.K_LEVEL} == tasks
+    assert sweep.notes and "eval.grid_scales" in sweep.notes[-1]
+    # without the split the schedule is a factor with a direction on the grid minimum
+    raw = planted.two_protocol_sweep()
+    raw_schema = explore.infer_schema(raw.table, raw.config_columns)
+    assert any(d.factor == "sac.lr_schedule" for d in explore.directions(raw.table, raw_schema))
+    # sample sizes differing with the grid do not split further; one protocol is left unchanged
+    assert set(explore.stratify(planted.two_protocol_sweep(True)).table[explore.STRATUM]) == tasks
+    one = planted.two_protocol_sweep()
+    one = T.Sweep("one", one.table[one.table["sac.lr_schedule"] == "cosine"], one.config_columns)
+    assert explore.stratify(one) is one

@@ -95,3 +95,13 @@ def test_open_directions_are_nodes(result):
     types = {d["type"] for _, d in g.nodes(data=True)}
     assert types <= {"factor", "level", "algorithm", "metric", "task", "direction"}
     assert {d["type"] for *_, d in g.edges(data=True)} <= set(T.EDGE_TYPES)
+
+
+def test_run_sweep_compares_factors_within_a_protocol():
+    """The pipeline stratifies before it tests: two evaluation grids of one environment give no
+    relation for the schedule that changed with the grid (a raw -300 "effect"), and its result
+    carries the stratified table."""
+    res = pipeline.run_sweep(planted.two_protocol_sweep(), FAST, prior=[], split="none")
+    assert explore.STRATUM in res.sweep.table and res.schema.task == explore.STRATUM
+    assert not [r for r in res.relations if "sac.lr_schedule" in (r.factor, r.factor_b)]
+    assert {r.factor for r in res.relations} == {"rl.algo"}
