@@ -123,7 +123,9 @@ def infer_schema(df: pd.DataFrame, config_columns: tuple[str, ...] | None = None
     groups = _aliases(df, varying, prefer=(task or "", "algo", "rl.algo"))
     aliases = {k: tuple(v) for k, v in groups.items()}
     factors = {c: factor_kind(df[c]) for c in groups if c != task}
-    metric_cols = [c for c in df.columns if c not in ID_COLUMNS and c not in candidates]
+    # A config field some runs lack (NaN there) is not a factor candidate; it is not a metric.
+    not_metrics = set(ID_COLUMNS) | set(candidates) | set(config_columns or ())
+    metric_cols = [c for c in df.columns if c not in not_metrics]
     metrics = tuple(
         c
         for c in metric_cols

@@ -46,6 +46,13 @@ def test_aliases_and_constants():
     )
     assert "algo_id" not in schema.factors and schema.aliases["algo"] == ("algo_id",)
     assert schema.constants == ("gamma",)
+    # a numeric config field that only some runs record is neither a factor nor a metric
+    df["until"] = np.where(df["algo"] == "ppo", np.nan, df["lr"])
+    schema = explore.infer_schema(
+        df, config_columns=("algo", "algo_id", "lr", "batch", "env", "until")
+    )
+    assert "until" not in schema.factors and "until" not in schema.metrics
+    assert schema.metrics == ("return", "success")
 
 
 def test_directions_and_coverage():
