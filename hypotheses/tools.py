@@ -272,18 +272,29 @@ def _xy(data: TestData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _boot_xy(x, y, stat, reps, key) -> tuple[float | None, float | None]:
+    """Pairs-bootstrap percentile CI of ``stat``, vectorised over the resamples (axis 0)."""
     if reps <= 0:
         return None, None
     idx = _rng(key).integers(0, len(x), (reps, len(x)))
-    return percentile_ci(np.array([stat(x[i], y[i]) for i in idx]))
+    return percentile_ci(stat(x[idx], y[idx]))
 
 
-def _slope(x, y) -> float:
-    return float(np.polyfit(x, y, 1)[0]) if np.ptp(x) > 0 else float("nan")
+def _slope(x, y) -> np.ndarray:
+    """OLS slope of ``y`` on ``x`` along the last axis; nan where ``x`` is constant."""
+    xc, yc = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+    sxx = (xc * xc).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sxx > 0, (xc * yc).sum(-1) / sxx, np.nan)
 
 
-def _rho(x, y) -> float:
-    return float(stats.spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else np.nan
+def _rho(x, y) -> np.ndarray:
+    """Spearman's rho along the last axis (Pearson's r of average ranks, as
+    ``scipy.stats.spearmanr``); nan where either is constant."""
+    rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (rx * ry).sum(-1) / den, np.nan)
 
 
 def spearman(data: TestData) -> list[T.Relation]:

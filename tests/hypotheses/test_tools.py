@@ -86,6 +86,27 @@ def test_continuous_tools():
     assert rho.p == pytest.approx(stats.spearmanr(x, y).pvalue) and rho.effect > 0.8
 
 
+def test_bootstrap_statistics_match_scipy_per_resample():
+    """The vectorised bootstrap statistics equal ``np.polyfit`` / ``scipy.stats.spearmanr`` on
+    each resample (ties included: few factor levels, so many resamples have repeated x), and a
+    resample with a constant factor is nan (dropped from the CI)."""
+    rng = np.random.default_rng(3)
+    x = np.repeat([1e-4, 3e-4, 1e-3], 3)
+    y = rng.normal(size=x.size).round(1)  # ties in y too
+    idx = rng.integers(0, x.size, (200, x.size))
+    idx[0] = 0  # one resample of a single level
+    xs, ys = x[idx], y[idx]
+    slope, rho = tools._slope(xs, ys), tools._rho(xs, ys)
+    for i in range(len(idx)):
+        if np.ptp(xs[i]) == 0:
+            assert np.isnan(slope[i]) and np.isnan(rho[i])
+            continue
+        assert slope[i] == pytest.approx(np.polyfit(xs[i], ys[i], 1)[0], rel=1e-9, abs=1e-9)
+        want = stats.spearmanr(xs[i], ys[i]).statistic if np.ptp(ys[i]) > 0 else np.nan
+        np.testing.assert_allclose(rho[i], want, rtol=1e-12, atol=1e-12)
+    assert np.isnan(slope).sum() >= 1 and np.isfinite(slope).sum() >= 150
+
+
 def test_ols_interaction_is_the_difference_of_differences_and_needs_two_varying_factors():
     rng = np.random.default_rng(0)
     cells = {("a", "x"): 0.0, ("a", "y"): 1.0, ("b", "x"): 2.0, ("b", "y"): 6.0}  # dd = 3
