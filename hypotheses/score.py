@@ -98,8 +98,9 @@ def novelty(r: T.Relation, prior: Iterable[Expectation]) -> float:
     return score
 
 
-def pareto_ranks(points: np.ndarray) -> np.ndarray:
-    """Front index (0 = non-dominated) of each row of ``points`` [N, 2], both maximised."""
+def pareto_ranks_reference(points: np.ndarray) -> np.ndarray:
+    """Front index (0 = non-dominated) of each row of ``points`` [N, 2], both maximised, by
+    peeling one front at a time: O(fronts x N^2), the plain reference of ``pareto_ranks``."""
     n = len(points)
     ranks = np.full(n, -1)
     remaining = np.arange(n)
@@ -112,6 +113,37 @@ def pareto_ranks(points: np.ndarray) -> np.ndarray:
         ranks[remaining[~dominated]] = front
         remaining = remaining[dominated]
         front += 1
+    return ranks
+
+
+def pareto_ranks(points: np.ndarray) -> np.ndarray:
+    """Front index (0 = non-dominated) of each row of ``points`` [N, 2], both maximised:
+    ``pareto_ranks_reference`` in O(N log N) (a FlowRL sweep ranks thousands of hypotheses over
+    hundreds of fronts, where peeling took minutes).
+
+    Points are visited by x, then y, descending, so every earlier point has x >= the current
+    one's. Along a front so visited y never decreases, so the front's last point has its largest
+    y and smallest x, and it dominates the current point exactly when any member does; a point
+    dominated by front k is dominated by front k - 1 too, so its front (the first that does not
+    dominate it) is found by bisection."""
+    pts = np.asarray(points, float)
+    last: list[tuple[float, float]] = []  # each front's last point
+    ranks = np.empty(len(pts), int)
+    for i in np.lexsort((-pts[:, 1], -pts[:, 0])):
+        x, y = pts[i]
+        lo, hi = 0, len(last)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            qx, qy = last[mid]
+            if qy > y or (qy == y and qx > x):  # front ``mid`` dominates (x, y)
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(last):
+            last.append((x, y))
+        else:
+            last[lo] = (x, y)
+        ranks[i] = lo
     return ranks
 
 

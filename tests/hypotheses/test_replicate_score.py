@@ -134,6 +134,19 @@ def test_prior_from_earlier_graph_makes_edge_known():
 def test_pareto_front_hand_built():
     pts = np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9], [0.4, 0.4], [0.9, 0.0], [0.2, 0.2]])
     assert score.pareto_ranks(pts).tolist() == [0, 0, 0, 1, 1, 2]
+    assert score.pareto_ranks_reference(pts).tolist() == [0, 0, 0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("levels", [3, 7, 0])
+def test_pareto_ranks_match_peeling(levels):
+    """The O(N log N) fronts equal the peeling reference on fresh points, with ties and
+    duplicates (novelty takes 3 values, reliability ``levels`` rounded values; 0: continuous)."""
+    rng = np.random.default_rng(levels)
+    for n in (1, 2, 17, 300):
+        rel = rng.uniform(size=n)
+        rel = np.round(rel * levels) / levels if levels else rel
+        pts = np.stack([rel, rng.choice([0.0, 0.5, 1.0], n)], 1)
+        np.testing.assert_array_equal(score.pareto_ranks(pts), score.pareto_ranks_reference(pts))
 
 
 def test_proposer_targets_widest_ci():
