@@ -10,6 +10,7 @@ direction passes on the validation part (alpha_rep, uncorrected: each is one pla
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -125,6 +126,11 @@ class Replication:
     disc_ids: frozenset[str]
     val_ids: frozenset[str]
 
+    @functools.cached_property
+    def discovered(self) -> frozenset[str]:
+        """Keys of every discovery test (a set: ``status_of`` runs once per hypothesis)."""
+        return frozenset(d.key for d in self.discovery)
+
 
 def replicate(df, schema, cfg: analyze.AnalysisConfig, split: str, holdout: float = 0.4,
               tasks: tuple[str, str] | None = None) -> Replication:  # fmt: skip
@@ -152,7 +158,7 @@ def status_of(r: T.Relation, rep: Replication) -> str:
     """Replication status of a full-data relation, matched by key (task mapped for task splits)."""
     if r.key in rep.validations:
         return rep.validations[r.key].status
-    return NOT_DISCOVERED if any(d.key == r.key for d in rep.discovery) else "n/a"
+    return NOT_DISCOVERED if r.key in rep.discovered else "n/a"
 
 
 def rates(rep: Replication) -> pd.DataFrame:

@@ -99,6 +99,19 @@ def _rel(**kw):
     return T.Relation(**(base | kw))
 
 
+def test_status_of_full_data_relations():
+    """A relation validated on the held-out part has that status; one the discovery part tested
+    without support is "not discovered"; one it never tested (a direction only the full data
+    has) is "n/a"."""
+    validated, missed, absent = _rel(), _rel(metric="len"), _rel(metric="kl")
+    val = R.Validation(validated.key, R.REPLICATED, 0.01, 1.0, 6, "", ("r1",))
+    rep = R.Replication("seeds", (validated, _rel(metric="len", relation=T.NONE)),
+                        {validated.key: val}, frozenset({"r1"}), frozenset({"r2"}))  # fmt: skip
+    assert R.status_of(validated, rep) == R.REPLICATED
+    assert R.status_of(missed, rep) == R.NOT_DISCOVERED
+    assert R.status_of(absent, rep) == "n/a"
+
+
 def test_reliability_monotone():
     grid_q = [score.reliability(q, "n/a", 1.0, 10) for q in (0.0, 0.01, 0.04, 0.5)]
     assert all(a > b for a, b in zip(grid_q[:-1], grid_q[1:], strict=True))
