@@ -193,9 +193,16 @@ def directions(df: pd.DataFrame, schema: T.Schema, min_n: int = 2) -> list[T.Dir
     tasks = sorted(df.groupby(schema.task), key=lambda t: str(t[0])) if schema.task else [("", df)]
     for task, sub in tasks:
         out += main_directions(sub, task, schema, min_n)
+        # metrics recorded by the same runs share one crossing check (a FlowRL sweep has ~100)
+        masks = {m: sub[m].notna().to_numpy() for m in schema.metrics}
         for a, b in itertools.combinations(schema.factors, 2):
-            out += [T.Direction(T.INTERACTION, a, m, str(task), b) for m in schema.metrics
-                    if _crossed(sub[sub[m].notna()], a, b, min_n)]  # fmt: skip
+            crossed: dict[bytes, bool] = {}
+            for m in schema.metrics:
+                key = np.packbits(masks[m]).tobytes()
+                if key not in crossed:
+                    crossed[key] = _crossed(sub[masks[m]], a, b, min_n)
+                if crossed[key]:
+                    out.append(T.Direction(T.INTERACTION, a, m, str(task), b))
     if schema.task:
         for f, m in itertools.product(schema.factors, schema.metrics):
             has = df[df[m].notna()]
