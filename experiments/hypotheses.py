@@ -7,13 +7,16 @@ Each ``--runs DIR`` is one sweep (one BH family). Writes ``report.md``/``report.
 ``<name>_graph.json``/``.graphml``, ``<name>_relations.json`` (every test),
 ``<name>_hypotheses.json`` (ranked, with validations), forest and graph
 PNGs, and ``<name>_next_sweep.py`` (a config file for ``--config``) plus ``.json`` with the
-commands. ``--replicate`` launches (or with ``--dry_run`` prints) at most ``--budget`` runs of the
+commands. A sweep whose tests take more than ``--gzip_over_mb`` as JSON (thousands of tests,
+each naming its runs) has its four data files written gzip-compressed (``.json.gz``,
+``.graphml.gz``); ``--prior_graphs`` reads either. ``--replicate`` launches (or with ``--dry_run`` prints) at most ``--budget`` runs of the
 proposed sweep through the existing entry points, each bounded by ``--run_timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib
 import importlib.util
 import json
@@ -46,6 +49,8 @@ def parse_args(argv):
     p.add_argument("--budget", type=int, default=2, help="max runs launched by --replicate")
     p.add_argument("--run_timeout", type=int, default=1800, help="seconds per launched run")
     p.add_argument("--dry_run", action="store_true", help="print --replicate commands only")
+    p.add_argument("--gzip_over_mb", type=float, default=2.0,
+                   help="gzip a sweep's JSON/GraphML files when its tests exceed this (MB)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -173,15 +178,26 @@ def launch(commands: list[list[str]], budget: int, timeout: int, dry_run: bool) 
     return done
 
 
+def read_text(path: str) -> str:
+    """A file this command wrote, gzip-compressed (``.gz``) or not."""
+    with gzip.open(path, "rt") if path.endswith(".gz") else open(path) as f:
+        return f.read()
+
+
 def write_sweep(res: pipeline.SweepResult, out: str, args) -> None:
     name = res.sweep.name
-    with open(os.path.join(out, f"{name}_graph.json"), "w") as f:
-        f.write(graph.to_json(res.graph))
-    graph.write_graphml(res.graph, os.path.join(out, f"{name}_graph.graphml"))
-    with open(os.path.join(out, f"{name}_relations.json"), "w") as f:
-        json.dump([r.to_dict() for r in res.relations], f)  # every test; compact: it is long
-    with open(os.path.join(out, f"{name}_hypotheses.json"), "w") as f:
-        json.dump(pipeline.hypotheses_json(res.hypotheses), f, indent=1)
+    relations = json.dumps([r.to_dict() for r in res.relations])  # every test; compact: it is long
+    gz = ".gz" if len(relations) > args.gzip_over_mb * 1e6 else ""
+
+    def write(suffix: str, text: str) -> None:
+        path = os.path.join(out, f"{name}_{suffix}{gz}")
+        with gzip.open(path, "wt") if gz else open(path, "w") as f:
+            f.write(text)
+
+    write("graph.json", graph.to_json(res.graph))
+    graph.write_graphml(res.graph, os.path.join(out, f"{name}_graph.graphml{gz}"))  # by suffix
+    write("relations.json", relations)
+    write("hypotheses.json", json.dumps(pipeline.hypotheses_json(res.hypotheses), indent=1))
     if res.proposal is None:
         return
     record = write_next_sweep(res.proposal, os.path.join(out, f"{name}_next_sweep.py"),
@@ -198,8 +214,7 @@ def main(argv=None) -> list[pipeline.SweepResult]:
     cfg = analyze.AnalysisConfig(alpha=args.alpha, reps=args.reps, permutations=args.permutations)
     prior = score.load_prior(args.prior)
     for path in args.prior_graphs:
-        with open(path) as f:
-            prior += score.prior_from_graph(f.read())
+        prior += score.prior_from_graph(read_text(path))
     results, sections = [], []
     for sweep in (s for root in args.runs for s in load.load_sweeps(root, args.final_k)):
         res = pipeline.run_sweep(sweep, cfg, prior, args.split, args.holdout)

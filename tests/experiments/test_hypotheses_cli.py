@@ -102,3 +102,26 @@ def test_bad_template_raises(tmp_path):
     _write(tmp_path / "config.json", {"unknown": 1})
     with pytest.raises(ValueError, match="no experiments/configs preset"):
         cli.resolve_template(str(tmp_path), {})
+
+
+def test_large_sweeps_are_written_gzipped_and_read_back(out, tmp_path):
+    """Over ``--gzip_over_mb`` a sweep's data files are ``.gz``; the graph round-trips through
+    them, and ``--prior_graphs`` reads a gzipped graph (its claims are then no longer novel)."""
+    import networkx as nx
+
+    runs = out[0].parent / "adarl"
+    gz = tmp_path / "gz"
+    argv = ["--runs", str(runs), "--reps", "50", "--permutations", "50", "--split", "none"]
+    (res,) = cli.main([*argv, "--out", str(gz), "--gzip_over_mb", "0"])
+    names = {p.name for p in gz.iterdir()}
+    assert {f"adarl_{n}.gz" for n in ("graph.json", "graph.graphml", "relations.json",
+                                      "hypotheses.json")} <= names  # fmt: skip
+    assert "adarl_relations.json" not in names
+    back = graph.from_json(cli.read_text(str(gz / "adarl_graph.json.gz")))
+    assert graph.to_json(back) == graph.to_json(res.graph)
+    assert nx.read_graphml(gz / "adarl_graph.graphml.gz").number_of_edges() == len(back.edges)
+    rels = json.loads(cli.read_text(str(gz / "adarl_relations.json.gz")))
+    assert len(rels) == len(res.relations)
+    (again,) = cli.main([*argv, "--out", str(tmp_path / "again"),
+                         "--prior_graphs", str(gz / "adarl_graph.json.gz")])  # fmt: skip
+    assert {h["novelty"] for h in res.hypotheses} != {h["novelty"] for h in again.hypotheses}
