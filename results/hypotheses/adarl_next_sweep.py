@@ -1,4 +1,4 @@
-"""Next sweep proposed by experiments.hypotheses (widest relative CI x novelty among the top 5: hb4bb5f3e).
+"""Next sweep proposed by experiments.hypotheses (widest relative CI x novelty among the top 5: h3fe8fe62).
 
     python -m experiments.adarl --config results/hypotheses/adarl_next_sweep.py:<cell> --workdir DIR
 cells: cell0_seed1, cell0_seed2, cell0_seed3, cell1_seed1, cell1_seed2, cell1_seed3
@@ -13,49 +13,58 @@ CELLS = json.loads(
 {
  "cell0_seed1": [
   "adarl",
-  "cpu",
+  "cpu_robust_sac",
   {
-   "algo": "adarl",
+   "network.low_rank": false,
+   "network.normalize_observations": false,
+   "sac.warmup_steps": 0,
+   "algo": "sac",
    "seed": 1
   }
  ],
  "cell0_seed2": [
   "adarl",
-  "cpu",
+  "cpu_robust_sac",
   {
-   "algo": "adarl",
+   "network.low_rank": false,
+   "network.normalize_observations": false,
+   "sac.warmup_steps": 0,
+   "algo": "sac",
    "seed": 2
   }
  ],
  "cell0_seed3": [
   "adarl",
-  "cpu",
+  "cpu_robust_sac",
   {
-   "algo": "adarl",
+   "network.low_rank": false,
+   "network.normalize_observations": false,
+   "sac.warmup_steps": 0,
+   "algo": "sac",
    "seed": 3
   }
  ],
  "cell1_seed1": [
   "adarl",
-  "cpu",
+  "cpu_robust_rank3",
   {
-   "algo": "sac",
+   "algo": "sac_factorised",
    "seed": 1
   }
  ],
  "cell1_seed2": [
   "adarl",
-  "cpu",
+  "cpu_robust_rank3",
   {
-   "algo": "sac",
+   "algo": "sac_factorised",
    "seed": 2
   }
  ],
  "cell1_seed3": [
   "adarl",
-  "cpu",
+  "cpu_robust_rank3",
   {
-   "algo": "sac",
+   "algo": "sac_factorised",
    "seed": 3
   }
  ]

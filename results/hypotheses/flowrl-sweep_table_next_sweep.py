@@ -1,7 +1,7 @@
-"""Next sweep proposed by experiments.hypotheses (widest relative CI x novelty among the top 5: h019b1075).
+"""Next sweep proposed by experiments.hypotheses (widest relative CI x novelty among the top 5: h60c2a8e5).
 
-    python -m experiments.flowrl --config results/hypotheses/flowrl_next_sweep.py:<cell> --workdir DIR
-cells: cell0_seed3, cell0_seed4, cell0_seed5, cell1_seed3, cell1_seed4, cell1_seed5
+    python -m experiments.flowrl --config results/hypotheses/flowrl-sweep_table_next_sweep.py:<cell> --workdir DIR
+cells: cell0_seed5, cell0_seed6, cell0_seed7, cell1_seed5, cell1_seed6, cell1_seed7
 """
 
 import importlib
@@ -11,52 +11,52 @@ import json
 CELLS = json.loads(
     """
 {
- "cell0_seed3": [
-  "flowrl",
-  "cpu",
-  {
-   "rl.algo": "hpt",
-   "seed": 3
-  }
- ],
- "cell0_seed4": [
-  "flowrl",
-  "cpu",
-  {
-   "rl.algo": "hpt",
-   "seed": 4
-  }
- ],
  "cell0_seed5": [
   "flowrl",
-  "cpu",
+  "arith_strong",
   {
-   "rl.algo": "hpt",
+   "rl.algo": "flowrl",
    "seed": 5
   }
  ],
- "cell1_seed3": [
+ "cell0_seed6": [
   "flowrl",
-  "cpu",
+  "arith_strong",
   {
-   "rl.algo": "ppo",
-   "seed": 3
+   "rl.algo": "flowrl",
+   "seed": 6
   }
  ],
- "cell1_seed4": [
+ "cell0_seed7": [
   "flowrl",
-  "cpu",
+  "arith_strong",
   {
-   "rl.algo": "ppo",
-   "seed": 4
+   "rl.algo": "flowrl",
+   "seed": 7
   }
  ],
  "cell1_seed5": [
   "flowrl",
-  "cpu",
+  "arith_strong",
   {
-   "rl.algo": "ppo",
+   "rl.algo": "sft_continued",
    "seed": 5
+  }
+ ],
+ "cell1_seed6": [
+  "flowrl",
+  "arith_strong",
+  {
+   "rl.algo": "sft_continued",
+   "seed": 6
+  }
+ ],
+ "cell1_seed7": [
+  "flowrl",
+  "arith_strong",
+  {
+   "rl.algo": "sft_continued",
+   "seed": 7
   }
  ]
 }
