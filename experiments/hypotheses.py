@@ -6,7 +6,7 @@
 Each ``--runs DIR`` is one sweep (one BH family). Writes ``report.md``/``report.html``, per sweep
 ``<name>_graph.json``/``.graphml``, ``<name>_relations.json`` (every test),
 ``<name>_hypotheses.json`` (ranked, with validations), forest and graph
-PNGs, and ``<name>_next_sweep.py`` (a config file for ``--config``) plus ``.json`` with the
+PNGs, ``summary.json`` (the command, its git commit and wall time), and ``<name>_next_sweep.py`` (a config file for ``--config``) plus ``.json`` with the
 commands. A sweep whose tests take more than ``--gzip_over_mb`` as JSON (thousands of tests,
 each naming its runs) has its four data files written gzip-compressed (``.json.gz``,
 ``.graphml.gz``); ``--prior_graphs`` reads either. ``--replicate`` launches (or with ``--dry_run`` prints) at most ``--budget`` runs of the
@@ -23,7 +23,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+from harness.workdir import git_info
 from hypotheses import PRIOR_PATH, analyze, graph, load, pipeline, report, score
 
 CONFIG_MODULES = ("adarl", "rnac", "flowrl", "ssm", "coevolve", "windtunnel")
@@ -211,6 +213,7 @@ def write_sweep(res: pipeline.SweepResult, out: str, args) -> None:
 def main(argv=None) -> list[pipeline.SweepResult]:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    code, t0 = git_info(), time.time()  # now: the checkout may move on while the sweeps run
     cfg = analyze.AnalysisConfig(alpha=args.alpha, reps=args.reps, permutations=args.permutations)
     prior = score.load_prior(args.prior)
     for path in args.prior_graphs:
@@ -225,6 +228,11 @@ def main(argv=None) -> list[pipeline.SweepResult]:
     cmd = "python -m experiments.hypotheses --runs " + " ".join(args.runs) + f" --out {args.out}"
     sections.insert(0, ("Command", cmd, None, None))
     report.render(sections, args.out, "Hypotheses from recorded sweeps")
+    summary = {"command": cmd, "git": code, "wall_time_s": round(time.time() - t0, 1),
+               "sweeps": {r.sweep.name: {"tests": len(r.relations), "hypotheses": len(r.hypotheses)}
+                          for r in results}}  # fmt: skip
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)  # the commit that made every file here (label_results)
     return results
 
 

@@ -43,6 +43,10 @@ def test_report_and_graph_written(out):
         "Ranked hypotheses" in text and "`algo`=sac (vs adarl) decreases `robust/nominal`" in text
     )
     assert (out / "report.html").exists() and (out / "adarl_forest.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["git"]["commit"]) == 40 and summary["sweeps"]["adarl"]["tests"] == len(
+        results[0].relations
+    )
     ranked = json.loads((out / "adarl_hypotheses.json").read_text())
     assert ranked[0]["id"] == results[0].hypotheses[0]["id"] and ranked[0]["statement"]
     g = graph.from_json((out / "adarl_graph.json").read_text())
