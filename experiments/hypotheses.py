@@ -3,14 +3,16 @@
     python -m experiments.hypotheses --runs results/adarl results/flowrl results/ssm \
         --out results/hypotheses [--replicate --budget 2 [--dry_run]]
 
-Each ``--runs DIR`` is one sweep (one BH family). Writes ``report.md``/``report.html``, per sweep
+Each ``--runs DIR`` is one sweep (one BH family). Writes ``report.md``/``report.html``,
+``summary.json`` (the command, its git commit and wall time), per sweep
 ``<name>_graph.json``/``.graphml``, ``<name>_relations.json`` (every test),
-``<name>_hypotheses.json`` (ranked, with validations), forest and graph
-PNGs, ``summary.json`` (the command, its git commit and wall time), and ``<name>_next_sweep.py`` (a config file for ``--config``) plus ``.json`` with the
-commands. A sweep whose tests take more than ``--gzip_over_mb`` as JSON (thousands of tests,
-each naming its runs) has its four data files written gzip-compressed (``.json.gz``,
-``.graphml.gz``); ``--prior_graphs`` reads either. ``--replicate`` launches (or with ``--dry_run`` prints) at most ``--budget`` runs of the
-proposed sweep through the existing entry points, each bounded by ``--run_timeout`` seconds.
+``<name>_hypotheses.json`` (ranked, with validations), forest and graph PNGs, and
+``<name>_next_sweep.py`` (a config file for ``--config``) plus ``.json`` with the commands. A sweep
+whose tests take more than ``--gzip_over_mb`` as JSON (thousands of tests, each naming its runs)
+has its four data files written gzip-compressed (``.json.gz``, ``.graphml.gz``);
+``--prior_graphs`` reads either. ``--replicate`` launches (or with ``--dry_run`` prints) at most
+``--budget`` runs of the proposed sweep through the existing entry points, each bounded by
+``--run_timeout`` seconds.
 """
 
 from __future__ import annotations
