@@ -22,11 +22,13 @@ MQAR, ListOps; within a group seed by seed, so an early stop leaves whole seeds 
   not rerun, so the same command resumes.
 * Then ``<out>/table.json``, ``<out>/table.md`` and one ``<out>/<group>.png`` per task: per row
   the IQM and 95% percentile-bootstrap CI over seeds of each final held-out metric
-  (:func:`harness.stats.iqm` / :func:`harness.stats.bootstrap_ci`), the per-seed values, a
-  verdict sentence against the published claim, the commit, device and command; the curves are
-  held-out accuracy vs gradient step, mean over seeds with the min-max band (for induction heads
-  ``train/token_acc``, every 100 steps: its sequences are drawn fresh at every step, so it is
-  measured on data the model has not seen, beside the evaluations at 16x).
+  (:func:`harness.stats.iqm` / :func:`harness.stats.bootstrap_ci`), the per-seed values, the
+  task's baseline (:class:`ssm.tasks.Baseline`: chance, MQAR's elimination guess, ListOps'
+  majority answer), a verdict sentence against the published claim and the baseline, the commit,
+  device and command; the curves are held-out accuracy vs gradient step, mean over seeds with
+  the min-max band and the baseline dashed (for induction heads ``train/token_acc``, every 100
+  steps: its sequences are drawn fresh at every step, so it is measured on data the model has
+  not seen, beside the evaluations at 16x).
 
 ``--rows`` takes names from :data:`ROWS` or ``all``; any other preset of
 ``experiments/configs/ssm.py`` is accepted as a row without a published claim (the tests use
@@ -36,6 +38,7 @@ MQAR, ListOps; within a group seed by seed, so an early stop leaves whole seeds 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import os
 import shlex
@@ -46,12 +49,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import ml_collections
 import numpy as np
 from absl import app, flags
 
 import harness
 from experiments.configs import ssm as ssm_configs
 from harness.stats import bootstrap_ci, iqm
+from ssm import train as ssm_train
 
 CONFIG_PATH = "experiments/configs/ssm.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -335,16 +340,18 @@ def _stat(values: Sequence[float], reps: int) -> dict[str, Any]:
     return {"n": len(values), "iqm": iqm(values), "ci95": [lo, hi], "values": list(values)}
 
 
-def verdict(row: Row, metrics: dict[str, dict[str, Any]]) -> str:
-    """One plain sentence: each claim reproduced / not reproduced / inconclusive, with numbers."""
+def verdict(row: Row, metrics: dict[str, dict[str, Any]], versus: str = "") -> str:
+    """One plain sentence: each claim reproduced / not reproduced / inconclusive, with numbers;
+    ``versus`` (:func:`versus_baseline` of the first column) is added when given."""
     head = f"{row.model} (`{row.preset}`)"
+    tail = f"; {versus}" if versus else ""
     if not row.claims:
         m = next((k for k, v in metrics.items() if v["n"]), None)
         if m is None:
             return f"{head}: no finished run. Paper: {row.paper}."
         s = metrics[m]
         return (f"{head}: {m} IQM {s['iqm']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] over "
-                f"{s['n']} seeds; no claim checked ({row.paper}).")  # fmt: skip
+                f"{s['n']} seeds{tail}; no claim checked ({row.paper}).")  # fmt: skip
     parts = []
     for c in row.claims:
         s = metrics.get(c.metric, {"n": 0})
@@ -362,7 +369,39 @@ def verdict(row: Row, metrics: dict[str, dict[str, Any]]) -> str:
         word = "reproduced" if ok_lo else ("not reproduced" if not ok_hi else "inconclusive")
         parts.append(f"'{c.text}' {word}: {c.metric} IQM {s['iqm']:.3f} [95% CI {lo:.3f}, "
                      f"{hi:.3f}], {s['n']} seeds")  # fmt: skip
-    return f"{head}: " + "; ".join(parts) + f". Paper: {row.paper}."
+    return f"{head}: " + "; ".join(parts) + f"{tail}. Paper: {row.paper}."
+
+
+@functools.cache
+def _task_baseline(task_json: str) -> dict[str, Any] | None:
+    """The task's :class:`ssm.tasks.Baseline` as a dict; cached because building ListOps' pools
+    takes seconds and three rows share them."""
+    task = ssm_train.make_task(ml_collections.ConfigDict({"task": json.loads(task_json)}))
+    return None if task.baseline is None else task.baseline._asdict()
+
+
+def baseline(out: str, preset: str, seeds: Sequence[int]) -> dict[str, Any] | None:
+    """The control a row is read against (:class:`ssm.tasks.Baseline`), for the task the runs
+    trained on: the first finished seed's ``config.json`` (so ``--set task.*`` overrides count),
+    else the preset."""
+    cfg = None
+    for s in seeds:
+        path = os.path.join(workdir(out, Job(preset, s, ())), harness.CONFIG_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                cfg = json.load(f)
+            break
+    task = cfg["task"] if cfg else ssm_configs.get_config(preset).task.to_dict()
+    return _task_baseline(json.dumps(task, sort_keys=True))
+
+
+def versus_baseline(s: dict[str, Any], base: dict[str, Any] | None) -> str:
+    """Where a metric's CI lies against the baseline: above, at (the CI holds it) or below."""
+    if base is None or not s["n"]:
+        return ""
+    lo, hi = s["ci95"]
+    where = "above" if lo > base["accuracy"] else ("below" if hi < base["accuracy"] else "at")
+    return f"{where} the baseline {base['accuracy']:.3f} ({base['rule']})"
 
 
 def aggregate_row(out: str, preset: str, seeds: Sequence[int], recs, reps: int) -> dict[str, Any]:
@@ -382,12 +421,14 @@ def aggregate_row(out: str, preset: str, seeds: Sequence[int], recs, reps: int) 
             statuses[s] = recs.get((preset, s), {}).get("status", "missing")
     metrics = {m: _stat([finals[s][m] for s in finals if m in finals[s]], reps)
                for m in group.columns}  # fmt: skip
+    base = baseline(out, preset, seeds)
     walls = [r["wall_s"] for s in finals
              if (r := recs.get((preset, s))) and not r.get("reused")]  # fmt: skip
     return {"preset": preset, "group": row.group, "model": row.model, "paper": row.paper,
             "wall_s_median": float(np.median(walls)) if walls else None,
             "claims": [c._asdict() for c in row.claims], "seeds": seeds, "statuses": statuses,
-            "metrics": metrics, "verdict": verdict(row, metrics),
+            "metrics": metrics, "baseline": base,
+            "verdict": verdict(row, metrics, versus_baseline(metrics[group.columns[0]], base)),
             "provenance": sorted(provenance)}  # fmt: skip
 
 
@@ -430,8 +471,11 @@ def plot_group(out: str, group: str, rows: Sequence[dict[str, Any]]) -> str | No
                 x, y.mean(0), marker="o", ms=3, label=f"{r['model']} ({len(y)} seeds)"
             )
             ax.fill_between(x, y.min(0), y.max(0), alpha=0.2, color=line.get_color())
+            if r["baseline"] is not None:
+                ax.axhline(r["baseline"]["accuracy"], ls="--", lw=1, color=line.get_color())
             drawn = True
-        ax.set_title(f"{metric} (line: mean over seeds; band: min-max)", fontsize=9)
+        ax.set_title(f"{metric} (line: mean over seeds; band: min-max; dashed: baseline)",
+                     fontsize=9)  # fmt: skip
         ax.set_xlabel("gradient step")
         ax.set_ylabel("held-out accuracy")
         ax.set_ylim(-0.02, 1.02)
@@ -459,20 +503,22 @@ def markdown(table: dict[str, Any]) -> str:
         f"commit `{table['commit']}`{' (dirty)' if table['dirty'] else ''}; device: "
         f"{table['device']}; command: `{table['command']}`; steps scale {table['steps_scale']}.",
         "", "Cells: IQM [95% bootstrap CI] (per-seed values) of the final held-out metric; "
-        "run s: median wall time of a run's process (start, compile, train, eval) in this sweep.",
+        "baseline: the token accuracy of a predictor without the task's skill (`ssm.tasks."
+        "Baseline`, rule in each verdict); run s: median wall time of a run's process (start, "
+        "compile, train, eval) in this sweep.",
     ]  # fmt: skip
     for group, rows in table["groups"].items():
         cols = GROUPS[group].columns
         lines += ["", f"## {GROUPS[group].title}", "",
-                  "| row (preset) | model | seeds ok | " + " | ".join(cols) + " | run s |",
-                  "|---|---|---|" + "---|" * (len(cols) + 1)]  # fmt: skip
+                  "| row (preset) | model | seeds ok | " + " | ".join(cols) + " | baseline | run s |",
+                  "|---|---|---|" + "---|" * (len(cols) + 2)]  # fmt: skip
         for r in rows:
             ok = sum(st == "ok" for st in r["statuses"].values())
             cells = " | ".join(_fmt_stat(r["metrics"][c]) for c in cols)
             wall = "n/a" if r["wall_s_median"] is None else f"{r['wall_s_median']:.0f}"
-            lines.append(
-                f"| `{r['preset']}` | {r['model']} | {ok}/{len(r['seeds'])} | {cells} | {wall} |"
-            )
+            base = "n/a" if r["baseline"] is None else f"{r['baseline']['accuracy']:.3f}"
+            lines.append(f"| `{r['preset']}` | {r['model']} | {ok}/{len(r['seeds'])} | {cells} "
+                         f"| {base} | {wall} |")  # fmt: skip
         lines += [""] + [f"* {r['verdict']}" for r in rows]
     bad = [f"`{p}` seed {s}: {st}" for r in table["rows"] for s, st in r["statuses"].items()
            for p in [r["preset"]] if st != "ok"]  # fmt: skip

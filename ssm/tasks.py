@@ -31,6 +31,15 @@ drawn from a pool built once from ``seed``).
 
 Metrics (:func:`accuracy`): token exact match on scored positions, and sequence exact match (all
 scored positions of a sequence right).
+
+Every task carries a :class:`Baseline`: the token accuracy of the best predictor that lacks the
+skill the task tests, the control a trained model's held-out accuracy is read against. Selective
+copying and induction heads: chance over the answer alphabet (``1/(A-2)`` data tokens, ``1/(A-1)``
+tokens). MQAR: the *elimination guess* — each value is revealed right after its query, so a model
+that knows which values the context holds but binds none to its key guesses uniformly among the
+``K - i + 1`` values still unrevealed at the i-th query, ``H(K)/K`` on average (``H`` the harmonic
+number; 0.340 at K = 8, 0.211 at K = 16). ListOps: always answering the training pool's majority
+value, scored on the held-out pool.
 """
 
 from __future__ import annotations
@@ -44,6 +53,13 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+
+
+class Baseline(NamedTuple):
+    """Held-out token accuracy of a predictor without the task's skill, and how it predicts."""
+
+    accuracy: float
+    rule: str
 
 
 class Batch(NamedTuple):
@@ -65,6 +81,7 @@ class Task:
     sampler: Callable[..., Batch]
     variable_length: bool = True
     eval_sampler: Callable[..., Batch] | None = None  # held-out data; None: fresh draws
+    baseline: Baseline | None = None  # the control (module docstring); None: not defined
 
     def sample(self, key: Array, batch_size: int, seq_len: int | None = None) -> Batch:
         n = self.seq_len if seq_len is None else int(seq_len)
@@ -116,7 +133,8 @@ def selective_copying(vocab_size: int = 16, seq_len: int = 256, num_tokens: int 
             raise ValueError(f"seq_len must be >= 1, got {L}")
         return jax.vmap(lambda k: one(k, L))(jax.random.split(key, batch_size))
 
-    return Task("selective_copying", A, int(seq_len), _jit(sample))
+    chance = Baseline(1.0 / (A - 2), f"chance: uniform guess among the {A - 2} data tokens")
+    return Task("selective_copying", A, int(seq_len), _jit(sample), baseline=chance)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +163,8 @@ def induction_heads(vocab_size: int = 16, seq_len: int = 256) -> Task:
             raise ValueError(f"seq_len must be >= 4 for induction heads, got {T}")
         return jax.vmap(lambda k: one(k, T))(jax.random.split(key, batch_size))
 
-    return Task("induction_heads", A, int(seq_len), _jit(sample))
+    chance = Baseline(1.0 / (A - 1), f"chance: uniform guess among the {A - 1} answer tokens")
+    return Task("induction_heads", A, int(seq_len), _jit(sample), baseline=chance)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +199,11 @@ def mqar(vocab_size: int = 64, seq_len: int = 64, num_kv_pairs: int = 4) -> Task
             raise ValueError(f"seq_len={T} too short for {K} kv pairs (need >= {4 * K})")
         return jax.vmap(lambda k: one(k, T))(jax.random.split(key, batch_size))
 
-    return Task("mqar", V, int(seq_len), _jit(sample))
+    guess = Baseline(
+        sum(1.0 / k for k in range(1, K + 1)) / K,
+        f"elimination guess: uniform among the values not yet revealed, H({K})/{K}",
+    )
+    return Task("mqar", V, int(seq_len), _jit(sample), baseline=guess)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +314,17 @@ def listops(
     train = listops_pool(pool_size, seed, *args)
     test = listops_pool(test_size, [seed, 1], *args, exclude={tuple(t) for t, _ in train})
     return Task("listops", LISTOPS_VOCAB, int(seq_len), _pool_sampler(train, seq_len),
-                variable_length=False, eval_sampler=_pool_sampler(test, seq_len))  # fmt: skip
+                variable_length=False, eval_sampler=_pool_sampler(test, seq_len),
+                baseline=majority_baseline(train, test))  # fmt: skip
+
+
+def majority_baseline(train, test) -> Baseline:
+    """Answering the most frequent value of the ``train`` (tokens, value) pairs (ties: the
+    smallest value), scored on ``test``."""
+    counts = np.bincount([v for _, v in train], minlength=10)
+    top = int(np.argmax(counts))
+    acc = float(np.mean([v == top for _, v in test]))
+    return Baseline(acc, f"majority: always {top}, the training pool's most frequent answer")
 
 
 # ---------------------------------------------------------------------------------------------

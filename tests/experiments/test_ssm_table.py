@@ -60,6 +60,9 @@ def test_table_is_the_iqm_and_ci_of_the_finished_seeds(sweep):
     assert "| `smoke` | smoke | 2/3 |" in md and "`smoke` seed 2: failed" in md
     assert table["plots"] == ["other.png"] and os.path.exists(os.path.join(out, "other.png"))
     assert "cpu" in table["device"] and table["command"] == "test command"
+    # the control: smoke's selective copying (vocab 16) is chance over its 14 data tokens
+    assert row["baseline"]["accuracy"] == pytest.approx(1 / 14)
+    assert "| 0.071 |" in md and "the baseline 0.071 (chance" in row["verdict"]
     walls = sorted(r["wall_s"] for r in lines_of(out) if r["status"] == "ok")
     assert row["wall_s_median"] == pytest.approx(sum(walls) / 2) and walls[0] > 0
 
@@ -148,6 +151,26 @@ def test_verdict_words_follow_the_ci():
     solved = {**chance, "eval/token_acc": _metrics([1.0, 1.0, 1.0])}
     assert "not applicable" not in st.verdict(mha, solved)
     assert "acc @4096 <= 0.5)' reproduced" in st.verdict(mha, solved)
+
+
+def test_baseline_is_the_recorded_runs_task(tmp_path):
+    out = str(tmp_path)
+    assert st.baseline(out, "mqar_kv8_mamba", [0])["accuracy"] == pytest.approx(0.33973, abs=1e-5)
+    config = ssm_configs.get_config("mqar_kv8_mamba")
+    config.task.kwargs.num_kv_pairs = 16  # as --set task.kwargs.num_kv_pairs=16 would run it
+    wd = st.workdir(out, st.Job("mqar_kv8_mamba", 1, ()))
+    os.makedirs(wd)
+    with open(os.path.join(wd, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f)
+    assert st.baseline(out, "mqar_kv8_mamba", [0, 1])["accuracy"] == pytest.approx(0.21130, 1e-4)
+
+
+def test_versus_baseline_reads_the_ci():
+    base = {"accuracy": 0.34, "rule": "guess"}
+    assert st.versus_baseline(_metrics([0.5, 0.6, 0.7]), base).startswith("above the baseline")
+    assert st.versus_baseline(_metrics([0.30, 0.34, 0.38]), base).startswith("at the baseline")
+    assert st.versus_baseline(_metrics([0.1, 0.2, 0.3]), base).startswith("below the baseline")
+    assert st.versus_baseline({"n": 0}, base) == st.versus_baseline(_metrics([0.5]), None) == ""
 
 
 def test_plan_order_and_seed_caps():

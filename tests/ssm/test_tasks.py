@@ -131,6 +131,58 @@ def test_listops_eval_set_is_held_out():
     np.testing.assert_array_equal(_np(ind.sample_eval(KEY, 4))[0], _np(ind.sample(KEY, 4))[0])
 
 
+def elimination_accuracy(x, scored, k):
+    """Expected accuracy of guessing uniformly among the context's values not yet revealed in
+    the sequence (an answer is revealed as the input right after its query)."""
+    values = set(x[1 : 2 * k : 2].tolist())
+    accs = []
+    for p in np.flatnonzero(scored):
+        revealed = {x[q + 1] for q in np.flatnonzero(scored) if q < p}
+        accs.append(1.0 / len(values - revealed))
+    return accs
+
+
+@pytest.mark.parametrize("k,seq_len", [(3, 20), (8, 128), (16, 256)])
+def test_mqar_baseline_is_the_elimination_guess(k, seq_len):
+    task = tasks.make("mqar", vocab_size=64, seq_len=seq_len, num_kv_pairs=k)
+    x, y, m = _np(task.sample(KEY, 16))
+    accs = []
+    for b in range(16):
+        for p in np.flatnonzero(m[b]):  # the answer is always among the guessed values
+            revealed = {x[b, q + 1] for q in np.flatnonzero(m[b]) if q < p}
+            assert y[b, p] in set(x[b, 1 : 2 * k : 2].tolist()) - revealed
+        accs += elimination_accuracy(x[b], m[b], k)
+    assert task.baseline.accuracy == pytest.approx(np.mean(accs), rel=1e-12)
+    want = {3: (1 + 1 / 2 + 1 / 3) / 3, 8: 0.33973, 16: 0.21130}[k]  # H(K) / K
+    assert task.baseline.accuracy == pytest.approx(want, abs=1e-5)
+
+
+@pytest.mark.parametrize("name,kw,answers", [
+    ("selective_copying", dict(vocab_size=8, seq_len=10, num_tokens=4), 6),
+    ("induction_heads", dict(vocab_size=6, seq_len=12), 5),
+])  # fmt: skip
+def test_chance_baseline_is_one_over_the_answer_alphabet(name, kw, answers):
+    task = tasks.make(name, **kw)
+    _, y, m = _np(task.sample(KEY, 512))
+    assert len(np.unique(y[m > 0])) == answers  # every answer token occurs, no other
+    assert task.baseline.accuracy == pytest.approx(1 / answers)
+
+
+def test_listops_baseline_is_the_training_majority_on_held_out_trees():
+    kw = dict(seq_len=40, min_len=5, max_depth=4, max_args=4, pool_size=64, test_size=48)
+    task = tasks.make("listops", **kw)
+    args = (5, 41, 4, 4)  # min_len, seq_len + 1, max_depth, max_args: the task's own pools
+    train = tasks.listops_pool(64, 0, *args)
+    test = tasks.listops_pool(48, [0, 1], *args, exclude={tuple(t) for t, _ in train})
+    values = [v for _, v in train]
+    top = max(range(10), key=lambda v: (values.count(v), -v))
+    assert task.baseline.accuracy == pytest.approx(np.mean([v == top for _, v in test]))
+    assert f"always {top}" in task.baseline.rule
+    # the held-out rows the evaluation draws score the same constant answer at that rate
+    _, y, m = _np(task.sample_eval(KEY, 4096))
+    assert np.mean(y[:, -1] - 1 == top) == pytest.approx(task.baseline.accuracy, abs=0.03)
+
+
 def test_listops_value_golden():
     # [MAX 2 [MIN 4 7 ] 0 ] = max(2, 4, 0) = 4;  [SM 5 6 [MED 1 2 9 ] ] = (5 + 6 + 2) % 10 = 3
     assert tasks.listops_value((1, [2, (0, [4, 7]), 0])) == 4
