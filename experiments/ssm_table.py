@@ -396,9 +396,13 @@ def baseline(out: str, preset: str, seeds: Sequence[int]) -> dict[str, Any] | No
 
 
 def versus_baseline(s: dict[str, Any], base: dict[str, Any] | None) -> str:
-    """Where a metric's CI lies against the baseline: above, at (the CI holds it) or below."""
+    """Where a metric's CI lies against the baseline: above, at (the CI holds it) or below; one
+    seed has no CI, and says so."""
     if base is None or not s["n"]:
         return ""
+    if s["n"] < 2:
+        return (f"{s['iqm']:.3f} against the baseline {base['accuracy']:.3f} ({base['rule']}): "
+                "one seed, no CI")  # fmt: skip
     lo, hi = s["ci95"]
     where = "above" if lo > base["accuracy"] else ("below" if hi < base["accuracy"] else "at")
     return f"{where} the baseline {base['accuracy']:.3f} ({base['rule']})"

@@ -170,6 +170,7 @@ def test_versus_baseline_reads_the_ci():
     assert st.versus_baseline(_metrics([0.5, 0.6, 0.7]), base).startswith("above the baseline")
     assert st.versus_baseline(_metrics([0.30, 0.34, 0.38]), base).startswith("at the baseline")
     assert st.versus_baseline(_metrics([0.1, 0.2, 0.3]), base).startswith("below the baseline")
+    assert st.versus_baseline(_metrics([0.35]), base).endswith("one seed, no CI")  # CI [x, x]
     assert st.versus_baseline({"n": 0}, base) == st.versus_baseline(_metrics([0.5]), None) == ""
 
 
