@@ -1,7 +1,7 @@
 """Sweep-to-hypothesis pipeline over recorded run directories (issue 20; SAFETY_AND_ANALYSIS.md §2).
 
     python -m experiments.hypotheses --runs results/adarl results/flowrl results/ssm \
-        --out results/hypotheses [--replicate --budget 2 [--dry_run]]
+        --exclude '*/cpu_recheck' --out results/hypotheses [--replicate --budget 2 [--dry_run]]
 
 Each ``--runs DIR`` is one sweep (one BH family). Writes ``report.md``/``report.html``,
 ``summary.json`` (the command, its git commit and wall time), per sweep
@@ -40,6 +40,11 @@ def parse_args(argv):
         "--runs", nargs="+", required=True, help="sweep directories (one BH family each)"
     )
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--exclude", nargs="*", default=[], metavar="GLOB",
+        help="skip run directories and files whose path (as walked from a --runs DIR) matches "
+        "one of these fnmatch patterns, and everything below them, e.g. '*/cpu_recheck'",
+    )  # fmt: skip
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--permutations", type=int, default=2000)
@@ -221,13 +226,16 @@ def main(argv=None) -> list[pipeline.SweepResult]:
     for path in args.prior_graphs:
         prior += score.prior_from_graph(read_text(path))
     results, sections = [], []
-    for sweep in (s for root in args.runs for s in load.load_sweeps(root, args.final_k)):
+    sweeps = (s for root in args.runs for s in load.load_sweeps(root, args.final_k, args.exclude))
+    for sweep in sweeps:
         res = pipeline.run_sweep(sweep, cfg, prior, args.split, args.holdout)
         write_sweep(res, args.out, args)
         sections += report.sweep_sections(res, args.out, args.top)
         results.append(res)
         print(f"{sweep.name}: {len(res.relations)} tests, {len(res.hypotheses)} hypotheses")
     cmd = "python -m experiments.hypotheses --runs " + " ".join(args.runs) + f" --out {args.out}"
+    if args.exclude:
+        cmd += " --exclude " + " ".join(f"'{p}'" for p in args.exclude)
     sections.insert(0, ("Command", cmd, None, None))
     report.render(sections, args.out, "Hypotheses from recorded sweeps")
     summary = {"command": cmd, "git": code, "wall_time_s": round(time.time() - t0, 1),

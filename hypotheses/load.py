@@ -15,9 +15,10 @@ Two layouts are read, each by a registered loader:
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -134,28 +135,45 @@ def is_sweep_table(path: str) -> bool:
     )
 
 
-def discover(root: str) -> Iterator[tuple[str, str]]:
-    """(loader name, path) for every readable source under ``root``, in sorted order."""
-    for dirpath, dirnames, filenames in sorted(os.walk(root)):
-        dirnames.sort()
+def excluded(path: str, exclude: Sequence[str]) -> bool:
+    """Whether ``path`` (as walked from the root given on the command line) matches one of the
+    ``fnmatch`` patterns in ``exclude`` (``*`` also matches ``/``)."""
+    return any(fnmatch.fnmatch(path, pattern) for pattern in exclude)
+
+
+def discover(root: str, exclude: Sequence[str] = ()) -> Iterator[tuple[str, str]]:
+    """(loader name, path) for every readable source under ``root``, in sorted order.
+
+    A directory or file matching a pattern of ``exclude`` is skipped with everything below it:
+    runs recorded under a sweep that are not part of its design (a truncated rerun that checks
+    reproducibility would otherwise enter as a level of ``train.num_updates``)."""
+    skipped: list[str] = []  # excluded directories; sorted() has walked the tree already
+    for dirpath, _, filenames in sorted(os.walk(root)):
+        if any(dirpath.startswith(d + os.sep) for d in skipped) or excluded(dirpath, exclude):
+            skipped.append(dirpath)
+            continue
         if "config.json" in filenames:
             yield "harness_run", dirpath
         for name in sorted(filenames):
-            if is_sweep_table(os.path.join(dirpath, name)):
-                yield "sweep_table", os.path.join(dirpath, name)
+            path = os.path.join(dirpath, name)
+            if not excluded(path, exclude) and is_sweep_table(path):
+                yield "sweep_table", path
 
 
-def load_sweep(root: str, name: str | None = None, final_k: int = 3) -> Sweep:
-    """Reads every source under ``root`` into one :class:`Sweep` (run ids relative to root)."""
-    return _load(root, list(discover(root)), name, final_k)
+def load_sweep(
+    root: str, name: str | None = None, final_k: int = 3, exclude: Sequence[str] = ()
+) -> Sweep:
+    """Reads every source under ``root`` (but ``exclude``) into one :class:`Sweep` (run ids
+    relative to root)."""
+    return _load(root, list(discover(root, exclude)), name, final_k)
 
 
-def load_sweeps(root: str, final_k: int = 3) -> list[Sweep]:
+def load_sweeps(root: str, final_k: int = 3, exclude: Sequence[str] = ()) -> list[Sweep]:
     """One :class:`Sweep` per kind of source under ``root``: named after ``root`` when there is
     one kind, ``<root>-<loader>`` otherwise. The kinds name their columns differently (a harness
     run's config fields are dotted, ``rl.algo``; a sweep table's are its record keys, ``algo``),
     so a table mixing them has no factor that every row has and yields no test."""
-    sources = list(discover(root))
+    sources = list(discover(root, exclude))
     kinds = list(dict.fromkeys(loader for loader, _ in sources))
     if len(kinds) <= 1:
         return [_load(root, sources, None, final_k)]

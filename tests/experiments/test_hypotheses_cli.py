@@ -30,9 +30,14 @@ def out(tmp_path_factory):
         _write(
             root / "adarl" / f"cpu_{algo}" / "summary.json", {"robustness": {"nominal": nominal}}
         )
+    # a check rerun kept beside the sweep, left out by --exclude (it would add a third arm)
+    _write(root / "adarl" / "recheck" / "cpu_rnac" / "config.json", base | {"algo": "rnac"})
+    _write(root / "adarl" / "recheck" / "cpu_rnac" / "summary.json",
+           {"robustness": {"nominal": [0.0] * base["num_seeds"]}})  # fmt: skip
     out = root / "out"
     results = cli.main(["--runs", str(root / "adarl"), "--out", str(out), "--reps", "100",
-                        "--permutations", "100", "--replicate", "--dry_run", "--budget", "1"])  # fmt: skip
+                        "--permutations", "100", "--replicate", "--dry_run", "--budget", "1",
+                        "--exclude", "*/recheck"])  # fmt: skip
     return out, results
 
 
@@ -44,6 +49,8 @@ def test_report_and_graph_written(out):
     )
     assert (out / "report.html").exists() and (out / "adarl_forest.png").exists()
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"].endswith("--exclude '*/recheck'")
+    assert set(results[0].sweep.table["algo"]) == {"sac", "adarl"}
     assert len(summary["git"]["commit"]) == 40 and summary["sweeps"]["adarl"]["tests"] == len(
         results[0].relations
     )

@@ -157,6 +157,21 @@ def test_load_sweeps_splits_source_kinds(runs_dir):
     assert one.name == "flow" and len(one.table) == 2
 
 
+def test_exclude_skips_matching_directories_and_tables(runs_dir):
+    """``--exclude`` patterns drop a run directory with everything below it (a check rerun kept
+    beside a sweep) and a sweep table by its file path; the rest is read as before."""
+    _write(runs_dir / "single" / "recheck" / "run0" / "config.json", {"algo": "sac", "seed": 0})
+    _write(runs_dir / "single" / "recheck" / "run0" / "summary.json", {"final_metrics": {"x": 1}})
+    ids = [p for _, p in load.discover(str(runs_dir))]
+    assert str(runs_dir / "single" / "recheck" / "run0") in ids
+    kept = [p for _, p in load.discover(str(runs_dir), ("*/recheck", "*/flow/results.json"))]
+    assert kept == [p for p in ids if "recheck" not in p and not p.endswith("results.json")]
+    assert str(runs_dir / "single") in kept and str(runs_dir / "vmapped") in kept
+    (one,) = load.load_sweeps(str(runs_dir), exclude=("*/recheck", "*/flow"))
+    assert one.name == "sweep" and len(one.table) == 3 + 1
+    assert list(load.discover(str(runs_dir), ("*/sweep",))) == []
+
+
 def test_load_recorded_results(tmp_path):
     """The recorded adarl ``cpu`` results: 3 algorithms x 5 vmapped seeds; the rnac runs are
     aggregate-only. (Copied apart: ``results/adarl`` also holds the cpu_robust arms, another
