@@ -24,11 +24,12 @@ MQAR, ListOps; within a group seed by seed, so an early stop leaves whole seeds 
   the IQM and 95% percentile-bootstrap CI over seeds of each final held-out metric
   (:func:`harness.stats.iqm` / :func:`harness.stats.bootstrap_ci`), the per-seed values, the
   task's baseline (:class:`ssm.tasks.Baseline`: chance, MQAR's elimination guess, ListOps'
-  majority answer), a verdict sentence against the published claim and the baseline, the commit,
-  device and command; the curves are held-out accuracy vs gradient step, mean over seeds with
-  the min-max band and the baseline dashed (for induction heads ``train/token_acc``, every 100
-  steps: its sequences are drawn fresh at every step, so it is measured on data the model has
-  not seen, beside the evaluations at 16x).
+  majority answer), a verdict sentence against the published claim and the baseline, how far
+  each seed's curve still moved over the last quarter of the steps (:func:`trend`: was the step
+  budget enough?), the commit, device and command; the curves are held-out accuracy vs gradient
+  step, mean over seeds with the min-max band and the baseline dashed (for induction heads
+  ``train/token_acc``, every 100 steps: its sequences are drawn fresh at every step, so it is
+  measured on data the model has not seen, beside the evaluations at 16x).
 
 ``--rows`` takes names from :data:`ROWS` or ``all``; any other preset of
 ``experiments/configs/ssm.py`` is accepted as a row without a published claim (the tests use
@@ -62,6 +63,10 @@ CONFIG_PATH = "experiments/configs/ssm.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS_FILE = "runs.jsonl"
 MAMBA = "Mamba paper (arXiv 2312.00752 v2)"
+# A change of accuracy over the last quarter of training counted as "still moving": about twice the
+# binomial sd of one evaluation of 4096 tokens at accuracy 0.5 (0.008), so evaluation noise alone
+# rarely crosses it.
+MOVING = 0.02
 
 
 class Claim(NamedTuple):
@@ -428,11 +433,13 @@ def aggregate_row(out: str, preset: str, seeds: Sequence[int], recs, reps: int) 
     base = baseline(out, preset, seeds)
     walls = [r["wall_s"] for s in finals
              if (r := recs.get((preset, s))) and not r.get("reused")]  # fmt: skip
+    moves = trend(out, preset, seeds, group.curves[0])
     return {"preset": preset, "group": row.group, "model": row.model, "paper": row.paper,
             "wall_s_median": float(np.median(walls)) if walls else None,
             "claims": [c._asdict() for c in row.claims], "seeds": seeds, "statuses": statuses,
             "metrics": metrics, "baseline": base,
             "verdict": verdict(row, metrics, versus_baseline(metrics[group.columns[0]], base)),
+            "trend": moves, "budget": budget_sentence(moves),
             "provenance": sorted(provenance)}  # fmt: skip
 
 
@@ -452,6 +459,39 @@ def curves(out: str, preset: str, seeds: Sequence[int], metric: str):
         return None, None
     steps = sorted(set.intersection(*(set(p) for p in per_seed)))
     return np.array(steps), np.array([[p[x] for x in steps] for p in per_seed])
+
+
+def trend(out: str, preset: str, seeds: Sequence[int], metric: str) -> dict[str, Any] | None:
+    """Whether the step budget was enough: per finished seed, the change of ``metric`` over the
+    last quarter of training (its value at the last logged step minus the value at the last
+    logged step at or before 3/4 of it), and how many seeds still rise or fall by more than
+    :data:`MOVING`. None without two logged steps."""
+    x, y = curves(out, preset, seeds, metric)
+    if x is None or len(x) < 2:
+        return None
+    i = int(np.clip(np.searchsorted(x, 0.75 * x[-1], side="right") - 1, 0, len(x) - 2))
+    delta = y[:, -1] - y[:, i]
+    return {"metric": metric, "from_step": int(x[i]), "to_step": int(x[-1]),
+            "delta": [float(d) for d in delta], "median": float(np.median(delta)),
+            "rising": int((delta > MOVING).sum()),
+            "falling": int((delta < -MOVING).sum())}  # fmt: skip
+
+
+def budget_sentence(t: dict[str, Any] | None) -> str:
+    """:func:`trend` in words: the step budget a row needs is more than it got while its seeds
+    still move."""
+    if t is None:
+        return ""
+    n, moving = len(t["delta"]), t["rising"] + t["falling"]
+    per_seed = ", ".join(f"{d:+.3f}" for d in t["delta"])
+    state = (f"still rising on {t['rising']} and falling on {t['falling']} of {n} seeds"
+             if moving else f"flat on all {n} seeds")  # fmt: skip
+    need = ("the row needs more steps than it got" if t["rising"]
+            else "not rising, not settled either" if t["falling"]
+            else "settled at this budget")  # fmt: skip
+    return (f"Budget: {t['metric']} moved {t['median']:+.3f} (median; per seed {per_seed}) over "
+            f"steps {t['from_step']}-{t['to_step']}, {state} (|change| > {MOVING}): "
+            f"{need}.")  # fmt: skip
 
 
 def plot_group(out: str, group: str, rows: Sequence[dict[str, Any]]) -> str | None:
@@ -508,22 +548,27 @@ def markdown(table: dict[str, Any]) -> str:
         f"{table['device']}; command: `{table['command']}`; steps scale {table['steps_scale']}.",
         "", "Cells: IQM [95% bootstrap CI] (per-seed values) of the final held-out metric; "
         "baseline: the token accuracy of a predictor without the task's skill (`ssm.tasks."
-        "Baseline`, rule in each verdict); run s: median wall time of a run's process (start, "
-        "compile, train, eval) in this sweep.",
+        "Baseline`, rule in each verdict); last-quarter change: the median over seeds of how "
+        "much the first curve metric moved over the last quarter of the steps, and how many "
+        f"seeds rose by more than {MOVING} (`ssm_table.trend`: is the budget enough?); run s: "
+        "median wall time of a run's process (start, compile, train, eval) in this sweep.",
     ]  # fmt: skip
     for group, rows in table["groups"].items():
         cols = GROUPS[group].columns
         lines += ["", f"## {GROUPS[group].title}", "",
-                  "| row (preset) | model | seeds ok | " + " | ".join(cols) + " | baseline | run s |",
-                  "|---|---|---|" + "---|" * (len(cols) + 2)]  # fmt: skip
+                  "| row (preset) | model | seeds ok | " + " | ".join(cols)
+                  + " | baseline | last-quarter change (seeds rising) | run s |",
+                  "|---|---|---|" + "---|" * (len(cols) + 3)]  # fmt: skip
         for r in rows:
             ok = sum(st == "ok" for st in r["statuses"].values())
             cells = " | ".join(_fmt_stat(r["metrics"][c]) for c in cols)
             wall = "n/a" if r["wall_s_median"] is None else f"{r['wall_s_median']:.0f}"
             base = "n/a" if r["baseline"] is None else f"{r['baseline']['accuracy']:.3f}"
+            t = r["trend"]
+            move = "n/a" if t is None else f"{t['median']:+.3f} ({t['rising']}/{len(t['delta'])})"
             lines.append(f"| `{r['preset']}` | {r['model']} | {ok}/{len(r['seeds'])} | {cells} "
-                         f"| {base} | {wall} |")  # fmt: skip
-        lines += [""] + [f"* {r['verdict']}" for r in rows]
+                         f"| {base} | {move} | {wall} |")  # fmt: skip
+        lines += [""] + [f"* {r['verdict']} {r['budget']}".rstrip() for r in rows]
     bad = [f"`{p}` seed {s}: {st}" for r in table["rows"] for s, st in r["statuses"].items()
            for p in [r["preset"]] if st != "ok"]  # fmt: skip
     lines += ["", "## Runs not in the table", ""] + ([f"* {b}" for b in bad] or ["* none"])

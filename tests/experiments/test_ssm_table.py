@@ -63,6 +63,10 @@ def test_table_is_the_iqm_and_ci_of_the_finished_seeds(sweep):
     # the control: smoke's selective copying (vocab 16) is chance over its 14 data tokens
     assert row["baseline"]["accuracy"] == pytest.approx(1 / 14)
     assert "| 0.071 |" in md and "the baseline 0.071 (chance" in row["verdict"]
+    steps, values = st.curves(out, "smoke", [0, 1], "eval/token_acc")  # the budget column
+    start = max(i for i, x in enumerate(steps) if x <= 0.75 * steps[-1])
+    assert row["trend"]["delta"] == pytest.approx(list(values[:, -1] - values[:, start]))
+    assert row["budget"] in md and f"({row['trend']['rising']}/2) |" in md
     walls = sorted(r["wall_s"] for r in lines_of(out) if r["status"] == "ok")
     assert row["wall_s_median"] == pytest.approx(sum(walls) / 2) and walls[0] > 0
 
@@ -172,6 +176,42 @@ def test_versus_baseline_reads_the_ci():
     assert st.versus_baseline(_metrics([0.1, 0.2, 0.3]), base).startswith("below the baseline")
     assert st.versus_baseline(_metrics([0.35]), base).endswith("one seed, no CI")  # CI [x, x]
     assert st.versus_baseline({"n": 0}, base) == st.versus_baseline(_metrics([0.5]), None) == ""
+
+
+def _fake_run(out, preset, seed, steps, values, steps_per_update=100):
+    """A finished workdir as ``experiments.ssm`` leaves it, reduced to what the curves read."""
+    wd = st.workdir(out, st.Job(preset, seed, ()))
+    os.makedirs(wd)
+    with open(os.path.join(wd, "config.json"), "w") as f:
+        json.dump({"train": {"steps_per_update": steps_per_update}}, f)
+    with open(os.path.join(wd, "summary.json"), "w") as f:
+        json.dump({"final_metrics": {"eval/token_acc": values[-1]}}, f)
+    with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
+        for u, v in zip(steps, values, strict=True):
+            f.write(json.dumps({"step": u, "eval/token_acc": v, "train/loss": 1.0}) + "\n")
+
+
+def test_trend_is_the_change_over_the_last_quarter(tmp_path):
+    out = str(tmp_path)
+    updates = [5, 10, 15, 20, 25, 30, 35, 40]  # logged every 500 gradient steps up to 4000
+    _fake_run(out, "smoke", 0, updates, [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.58, 0.6])  # rising
+    _fake_run(out, "smoke", 1, updates, [0.1, 0.13, 0.14, 0.14, 0.14, 0.14, 0.145, 0.14])  # flat
+    _fake_run(out, "smoke", 2, updates, [0.3, 0.5, 0.6, 0.6, 0.6, 0.66, 0.6, 0.52])  # fell
+    t = st.trend(out, "smoke", [0, 1, 2, 3], "eval/token_acc")  # seed 3 never ran
+    assert (t["from_step"], t["to_step"]) == (3000, 4000)
+    assert t["delta"] == pytest.approx([0.05, 0.0, -0.14])
+    assert (t["rising"], t["falling"], t["median"]) == (1, 1, pytest.approx(0.0))
+    text = st.budget_sentence(t)
+    assert "steps 3000-4000" in text and "+0.050, +0.000, -0.140" in text
+    assert "still rising on 1 and falling on 1 of 3 seeds" in text and "needs more steps" in text
+    assert "flat on all 1 seeds" in st.budget_sentence(
+        st.trend(out, "smoke", [1], "eval/token_acc")
+    )
+    # 3/4 of the last step falls between two logged steps: the earlier one is the start
+    _fake_run(out, "other", 0, [1, 2, 3, 4, 5], [0.0, 0.1, 0.2, 0.3, 0.4])
+    assert st.trend(out, "other", [0], "eval/token_acc")["from_step"] == 300
+    _fake_run(out, "one", 0, [7], [0.5])  # one logged step: no trend
+    assert st.trend(out, "one", [0], "eval/token_acc") is None and st.budget_sentence(None) == ""
 
 
 def test_plan_order_and_seed_caps():
