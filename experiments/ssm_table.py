@@ -478,19 +478,18 @@ def trend(out: str, preset: str, seeds: Sequence[int], metric: str) -> dict[str,
 
 
 def budget_sentence(t: dict[str, Any] | None) -> str:
-    """:func:`trend` in words: the step budget a row needs is more than it got while its seeds
-    still move."""
+    """:func:`trend` in words. A row whose seeds still rise by more than :data:`MOVING` needs
+    more steps than it got; "within" is only that no seed moved more than that (a slow climb
+    can hide under it: read the per-seed changes)."""
     if t is None:
         return ""
-    n, moving = len(t["delta"]), t["rising"] + t["falling"]
+    n = len(t["delta"])
+    within = n - t["rising"] - t["falling"]
     per_seed = ", ".join(f"{d:+.3f}" for d in t["delta"])
-    state = (f"still rising on {t['rising']} and falling on {t['falling']} of {n} seeds"
-             if moving else f"flat on all {n} seeds")  # fmt: skip
-    need = ("the row needs more steps than it got" if t["rising"]
-            else "not rising, not settled either" if t["falling"]
-            else "settled at this budget")  # fmt: skip
+    need = "; the row needs more steps than it got" if t["rising"] else ""
     return (f"Budget: {t['metric']} moved {t['median']:+.3f} (median; per seed {per_seed}) over "
-            f"steps {t['from_step']}-{t['to_step']}, {state} (|change| > {MOVING}): "
+            f"steps {t['from_step']}-{t['to_step']}: rising on {t['rising']}, falling on "
+            f"{t['falling']} and within ±{MOVING} on {within} of {n} seed{'s' * (n != 1)}"
             f"{need}.")  # fmt: skip
 
 

@@ -203,10 +203,11 @@ def test_trend_is_the_change_over_the_last_quarter(tmp_path):
     assert (t["rising"], t["falling"], t["median"]) == (1, 1, pytest.approx(0.0))
     text = st.budget_sentence(t)
     assert "steps 3000-4000" in text and "+0.050, +0.000, -0.140" in text
-    assert "still rising on 1 and falling on 1 of 3 seeds" in text and "needs more steps" in text
-    assert "flat on all 1 seeds" in st.budget_sentence(
-        st.trend(out, "smoke", [1], "eval/token_acc")
-    )
+    assert "rising on 1, falling on 1 and within ±0.02 on 1 of 3 seeds; the row needs" in text
+    flat = st.budget_sentence(st.trend(out, "smoke", [1], "eval/token_acc"))
+    assert flat.endswith("rising on 0, falling on 0 and within ±0.02 on 1 of 1 seed.")
+    fell = st.budget_sentence(st.trend(out, "smoke", [1, 2], "eval/token_acc"))
+    assert "falling on 1 and within ±0.02 on 1 of 2 seeds." in fell and "needs" not in fell
     # 3/4 of the last step falls between two logged steps: the earlier one is the start
     _fake_run(out, "other", 0, [1, 2, 3, 4, 5], [0.0, 0.1, 0.2, 0.3, 0.4])
     assert st.trend(out, "other", [0], "eval/token_acc")["from_step"] == 300
