@@ -424,8 +424,10 @@ def aggregate_row(out: str, preset: str, seeds: Sequence[int], recs, reps: int) 
             finals[s] = summ["final_metrics"]
             statuses[s] = "ok"
             g = summ.get("git", {})
+            kinds = [k for k in summ.get("device_kinds", []) if k != "cpu"]  # a GPU's name
             provenance.add((str(g.get("commit")), bool(g.get("dirty")), summ.get("backend"),
-                            ", ".join(summ.get("devices", []))))  # fmt: skip
+                            ", ".join(summ.get("devices", []))
+                            + (f" ({', '.join(kinds)})" if kinds else "")))  # fmt: skip
         else:
             statuses[s] = recs.get((preset, s), {}).get("status", "missing")
     metrics = {m: _stat([finals[s][m] for s in finals if m in finals[s]], reps)
@@ -543,8 +545,11 @@ def _fmt_stat(s: dict[str, Any]) -> str:
 def markdown(table: dict[str, Any]) -> str:
     lines = [
         "# SSM synthetic tasks over seeds (issue 24)", "",
-        f"commit `{table['commit']}`{' (dirty)' if table['dirty'] else ''}; device: "
-        f"{table['device']}; command: `{table['command']}`; steps scale {table['steps_scale']}.",
+        f"runs at commit{'s' * (len(table['run_commits']) != 1)} "
+        f"{', '.join(f'`{c}`' for c in table['run_commits']) or 'none'} (each run's "
+        f"`summary.json`); device: {table['device']}; aggregated at `{table['commit']}`"
+        f"{' (dirty)' if table['dirty'] else ''} by `{table['command']}`; steps scale "
+        f"{table['steps_scale']}.",
         "", "Cells: IQM [95% bootstrap CI] (per-seed values) of the final held-out metric; "
         "baseline: the token accuracy of a predictor without the task's skill (`ssm.tasks."
         "Baseline`, rule in each verdict); last-quarter change: the median over seeds of how "
@@ -579,15 +584,6 @@ def _git() -> tuple[str, bool]:
     return str(info.get("commit")), bool(info.get("dirty"))
 
 
-def _gpu_name() -> str | None:
-    try:
-        res = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip().splitlines()[0] if res.returncode == 0 and res.stdout else None
-
-
 def aggregate(out: str, rows: Sequence[str], seeds: Sequence[int], command_line: str,
               steps_scale: float = 1.0, reps: int = 2000,
               commit: str = "") -> dict[str, Any]:  # fmt: skip
@@ -601,11 +597,10 @@ def aggregate(out: str, rows: Sequence[str], seeds: Sequence[int], command_line:
     git_commit, dirty = _git()
     if commit:  # a copy of the tree without .git (a GPU machine) is told its commit
         git_commit, dirty = commit, False
-    gpu = _gpu_name()
     table = {"commit": git_commit, "dirty": dirty,
              "run_commits": sorted({p[0] + (" (dirty)" if p[1] else "") for r in agg
                                     for p in r["provenance"]}),
-             "device": "; ".join(devices) + (f" ({gpu})" if gpu else "") or "no finished run",
+             "device": "; ".join(devices) or "no finished run",
              "command": command_line, "steps_scale": steps_scale, "groups": groups, "rows": agg,
              "plots": [os.path.basename(p) for g, rs in groups.items()
                        if (p := plot_group(out, g, rs))]}  # fmt: skip

@@ -214,6 +214,7 @@ def run_experiment(
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in devices],
+        "device_kinds": sorted({d.device_kind for d in devices}),  # "NVIDIA H200", "cpu", ...
         "git": code,
     }
     if not primary:

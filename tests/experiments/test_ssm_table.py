@@ -60,6 +60,9 @@ def test_table_is_the_iqm_and_ci_of_the_finished_seeds(sweep):
     assert "| `smoke` | smoke | 2/3 |" in md and "`smoke` seed 2: failed" in md
     assert table["plots"] == ["other.png"] and os.path.exists(os.path.join(out, "other.png"))
     assert "cpu" in table["device"] and table["command"] == "test command"
+    with open(os.path.join(out, "runs", "smoke", "seed0", "summary.json")) as f:
+        ran = json.load(f)
+    assert ran["device_kinds"] == ["cpu"] and f"runs at commit `{ran['git']['commit']}" in md
     # the control: smoke's selective copying (vocab 16) is chance over its 14 data tokens
     assert row["baseline"]["accuracy"] == pytest.approx(1 / 14)
     assert "| 0.071 |" in md and "the baseline 0.071 (chance" in row["verdict"]
@@ -178,14 +181,16 @@ def test_versus_baseline_reads_the_ci():
     assert st.versus_baseline({"n": 0}, base) == st.versus_baseline(_metrics([0.5]), None) == ""
 
 
-def _fake_run(out, preset, seed, steps, values, steps_per_update=100):
-    """A finished workdir as ``experiments.ssm`` leaves it, reduced to what the curves read."""
+def _fake_run(out, preset, seed, steps, values, steps_per_update=100, **summary):
+    """A finished workdir as ``experiments.ssm`` leaves it, reduced to what the table reads."""
     wd = st.workdir(out, st.Job(preset, seed, ()))
     os.makedirs(wd)
+    config = ssm_configs.get_config("smoke").to_dict()
+    config["train"]["steps_per_update"] = steps_per_update
     with open(os.path.join(wd, "config.json"), "w") as f:
-        json.dump({"train": {"steps_per_update": steps_per_update}}, f)
+        json.dump(config, f)
     with open(os.path.join(wd, "summary.json"), "w") as f:
-        json.dump({"final_metrics": {"eval/token_acc": values[-1]}}, f)
+        json.dump({"final_metrics": {"eval/token_acc": values[-1]}, **summary}, f)
     with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
         for u, v in zip(steps, values, strict=True):
             f.write(json.dumps({"step": u, "eval/token_acc": v, "train/loss": 1.0}) + "\n")
@@ -213,6 +218,21 @@ def test_trend_is_the_change_over_the_last_quarter(tmp_path):
     assert st.trend(out, "other", [0], "eval/token_acc")["from_step"] == 300
     _fake_run(out, "one", 0, [7], [0.5])  # one logged step: no trend
     assert st.trend(out, "one", [0], "eval/token_acc") is None and st.budget_sentence(None) == ""
+
+
+def test_table_names_the_runs_commits_and_their_gpu(tmp_path):
+    """The header names the commits the runs recorded and the GPU they ran on (its name from
+    the run's ``summary.json``), not the machine or checkout that aggregates them."""
+    out = str(tmp_path)
+    gpu = {"backend": "gpu", "devices": ["cuda:0"], "device_kinds": ["NVIDIA H200"]}
+    _fake_run(out, "smoke", 0, [1, 2], [0.2, 0.3], git={"commit": "abc", "dirty": False}, **gpu)
+    _fake_run(out, "smoke", 1, [1, 2], [0.2, 0.4], git={"commit": "def", "dirty": True}, **gpu)
+    table = st.aggregate(out, ["smoke"], [0, 1], "cmd", reps=50)
+    assert table["device"] == "gpu: cuda:0 (NVIDIA H200)"
+    assert table["run_commits"] == ["abc", "def (dirty)"]
+    header = open(os.path.join(out, "table.md")).read().splitlines()[2]
+    assert header.startswith("runs at commits `abc`, `def (dirty)` (each run's `summary.json`)")
+    assert f"aggregated at `{table['commit']}`" in header and "by `cmd`" in header
 
 
 def test_plan_order_and_seed_caps():

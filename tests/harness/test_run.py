@@ -107,6 +107,7 @@ def test_outputs_written(tmp_path):
     assert json.load(open(tmp_path / "config.json"))["algo"] == "sgd"
     on_disk = json.load(open(tmp_path / "summary.json"))
     assert on_disk["final_step"] == 6 and on_disk["jax_version"] == jax.__version__
+    assert on_disk["device_kinds"] == sorted({d.device_kind for d in jax.devices()})
     assert summary["final_metrics"]["loss"] == pytest.approx(records[-1]["loss"])
     assert os.path.exists(tmp_path / "loss.png")
     assert any(f.startswith("events") for f in os.listdir(tmp_path / "tb"))
