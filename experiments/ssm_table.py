@@ -356,7 +356,8 @@ def verdict(row: Row, metrics: dict[str, dict[str, Any]], versus: str = "") -> s
             return f"{head}: no finished run. Paper: {row.paper}."
         s = metrics[m]
         return (f"{head}: {m} IQM {s['iqm']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] over "
-                f"{s['n']} seeds{tail}; no claim checked ({row.paper}).")  # fmt: skip
+                f"{s['n']} seed{'s' * (s['n'] != 1)}{tail}; no claim checked "
+                f"({row.paper}).")  # fmt: skip
     parts = []
     for c in row.claims:
         s = metrics.get(c.metric, {"n": 0})
@@ -373,7 +374,7 @@ def verdict(row: Row, metrics: dict[str, dict[str, Any]], versus: str = "") -> s
             hi <= c.threshold, lo <= c.threshold)  # fmt: skip
         word = "reproduced" if ok_lo else ("not reproduced" if not ok_hi else "inconclusive")
         parts.append(f"'{c.text}' {word}: {c.metric} IQM {s['iqm']:.3f} [95% CI {lo:.3f}, "
-                     f"{hi:.3f}], {s['n']} seeds")  # fmt: skip
+                     f"{hi:.3f}], {s['n']} seed{'s' * (s['n'] != 1)}")  # fmt: skip
     return f"{head}: " + "; ".join(parts) + f"{tail}. Paper: {row.paper}."
 
 
