@@ -3,7 +3,9 @@
     python -m experiments.label_results [--root results] [--check]
 
 For each JSON object file the commit is the run's own ``git.commit`` where ``summary.json``
-recorded it (harness runs since issue 22), else the commit that added the file
+recorded it (harness runs since issue 22), else the ``commit`` an aggregated ``table.json``
+recorded (``experiments.ssm_table``: the code that aggregated it, which a later
+``--aggregate_only`` changes), else the commit that added the file
 (``git log --follow --diff-filter=A``): the code that made it is that commit or an earlier one.
 The commit is written into the file as ``"made_at_commit"`` (with ``"made_at_source"`` saying
 which rule gave it) and every results folder is listed with its commit in
@@ -28,6 +30,7 @@ ADDED = (
 # Configs are read back as ConfigDicts (and compared with a rerun's): never written to.
 CONFIG_SUFFIXES = ("config.json", "next_sweep.json")
 RUN = "the run's summary.json git.commit (the code that ran)"
+TABLE = "the table.json commit (the code that aggregated the table; its runs name theirs)"
 
 
 def added_commit(path: str) -> str:
@@ -43,20 +46,40 @@ def added_commit(path: str) -> str:
     return out[-1]
 
 
+def _with_dirty(commit: str | None, dirty: bool) -> str | None:
+    return f"{commit}+dirty" if commit and dirty else commit
+
+
 def run_commit(folder: str) -> str | None:
-    """``git.commit`` of the nearest ``summary.json`` at or above ``folder`` (None if absent)."""
+    """``git.commit`` of the ``summary.json`` in ``folder`` (None if absent)."""
     path = os.path.join(folder, "summary.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
         git = json.load(f).get("git") or {}
-    return git.get("commit") if not git.get("dirty") else f"{git.get('commit')}+dirty"
+    return _with_dirty(git.get("commit"), bool(git.get("dirty")))
+
+
+def table_commit(folder: str) -> str | None:
+    """``commit`` of an aggregated ``table.json`` in ``folder`` (None if absent)."""
+    path = os.path.join(folder, "table.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("commit"), str):
+        return None
+    return _with_dirty(data["commit"], bool(data.get("dirty")))
 
 
 def label(path: str) -> tuple[str, str]:
     """(commit, source rule) for one results file."""
-    commit = run_commit(os.path.dirname(path))
-    return (commit, RUN) if commit else (added_commit(path), ADDED)
+    folder = os.path.dirname(path)
+    if commit := run_commit(folder):
+        return commit, RUN
+    if commit := table_commit(folder):
+        return commit, TABLE
+    return added_commit(path), ADDED
 
 
 def _indent(text: str) -> int | None:
@@ -71,16 +94,24 @@ def _short(commit: str) -> str:
     return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
+MADE_AT = "_Made at commit "
+
+
 def _label_markdown(path: str, write: bool) -> bool:
-    """Appends "Made at commit X" to a results table; True if it was missing."""
+    """Ends a results table with "Made at commit X", replacing an older such line; True if it
+    was missing or named another commit."""
     commit, source = label(path)
     with open(path) as f:
         text = f.read()
-    if f"Made at commit {_short(commit)}" in text:
+    line = f"{MADE_AT}{_short(commit)} ({source})._"
+    if line in text.splitlines():
         return False
     if write:
-        with open(path, "a") as f:
-            f.write(f"\n_Made at commit {_short(commit)} ({source})._\n")
+        kept = [x for x in text.rstrip("\n").splitlines() if not x.startswith(MADE_AT)]
+        while kept and not kept[-1].strip():
+            kept.pop()
+        with open(path, "w") as f:
+            f.write("\n".join(kept) + f"\n\n{line}\n")
     return True
 
 
@@ -118,8 +149,9 @@ def main() -> int:
         f.write(
             "# Commit of every recorded result\n\n"
             "Written by `python -m experiments.label_results`. A commit is the run's own\n"
-            "`summary.json` `git.commit` where recorded (`+dirty`: uncommitted edits), else the\n"
-            "commit that added the files: the code that made them is that commit or earlier.\n"
+            "`summary.json` `git.commit` where recorded (`+dirty`: uncommitted edits), else an\n"
+            "aggregated `table.json`'s `commit` (the code that aggregated it), else the commit\n"
+            "that added the files: the code that made them is that commit or earlier.\n"
             "Numbers made before the current HEAD may not reproduce exactly at HEAD.\n\n"
             "| folder | made at commit |\n|---|---|\n" + "\n".join(rows) + "\n"
         )
