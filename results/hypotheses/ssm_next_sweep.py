@@ -1,4 +1,4 @@
-"""Next sweep proposed by experiments.hypotheses (widest relative CI x novelty among the top 5: hcaed74fa).
+"""Next sweep proposed by experiments.hypotheses (widest relative CI x novelty among the top 5: hbd11c803).
 
     python -m experiments.ssm --config results/hypotheses/ssm_next_sweep.py:<cell> --workdir DIR
 cells: cell0_seed5, cell0_seed6, cell0_seed7, cell1_seed5, cell1_seed6, cell1_seed7
