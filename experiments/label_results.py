@@ -31,6 +31,7 @@ ADDED = (
 CONFIG_SUFFIXES = ("config.json", "next_sweep.json")
 RUN = "the run's summary.json git.commit (the code that ran)"
 TABLE = "the table.json commit (the code that aggregated the table; its runs name theirs)"
+MADE_AT = "_Made at commit "  # the closing line of a labelled markdown table
 
 
 def added_commit(path: str) -> str:
@@ -92,9 +93,6 @@ def _indent(text: str) -> int | None:
 
 def _short(commit: str) -> str:
     return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
-
-
-MADE_AT = "_Made at commit "
 
 
 def _label_markdown(path: str, write: bool) -> bool:
